@@ -1,0 +1,95 @@
+//! The server contract (`docs/contract.md`) as executable cases.
+//!
+//! Every server crate has a `tests/conformance.rs` of one line, `conformance::suite!("crate");`,
+//! which expands to one `#[test]` per case in [`cases`], each run against that crate's own
+//! binary with the capabilities declared for it in [`rungs`].
+
+pub mod cases;
+pub mod client;
+pub mod rungs;
+pub mod server;
+
+use rungs::Rung;
+use server::Server;
+
+/// The server under test: its binary and its rung.
+pub struct Target {
+    pub bin: &'static str,
+    pub rung: &'static Rung,
+}
+
+impl Target {
+    pub fn new(bin: &'static str, krate: &str) -> Target {
+        Target {
+            bin,
+            rung: rungs::rung(krate),
+        }
+    }
+
+    /// Starts the server on a free loopback port with `args` added.
+    pub fn start(&self, args: &[&str]) -> Server {
+        let mut all = vec!["--addr", "127.0.0.1:0"];
+        if args.contains(&"--addr") {
+            all.clear();
+        }
+        all.extend_from_slice(args);
+        Server::start(self.bin, &all)
+    }
+}
+
+/// `conformance::suite!("simple_server");` — the whole contract, one test per case, against
+/// the crate's binary (Cargo sets `CARGO_BIN_EXE_<name>` for integration tests).
+#[macro_export]
+macro_rules! suite {
+    ($krate:literal) => {
+        $crate::suite!(@cases $krate;
+            startup_line_names_address_crate_and_pid,
+            version_flag_prints_crate_and_version,
+            help_opens_with_the_model_and_lists_the_flags,
+            bad_flags_exit_2_with_clap_message,
+            busy_port_exits_1_with_one_line,
+            ipv6_loopback_works,
+            http_get_gets_the_exact_response,
+            http_keep_alive_serves_many_requests_on_one_connection,
+            http_connection_close_is_honoured,
+            http_10_closes_unless_keep_alive,
+            http_pipelined_requests_are_answered_in_order,
+            http_head_gets_no_body,
+            http_body_is_read_and_discarded,
+            http_expect_100_continue,
+            http_requests_dribbled_one_byte_at_a_time,
+            http_malformed_request_gets_400_then_close,
+            http_garbage_gets_400_then_close,
+            http_head_over_8k_gets_431_without_reset,
+            http_chunked_gets_501_then_close,
+            http_other_version_gets_505_then_close,
+            http_close_with_unread_bytes_is_not_a_reset,
+            echo_round_trips_messages_of_every_size,
+            echo_one_byte_writes,
+            echo_4mib_while_the_client_writes_before_reading,
+            echo_half_close_flushes_then_closes,
+            reset_mid_request_leaves_the_server_serving,
+            reset_mid_response_leaves_the_server_serving,
+            sigpipe_never_kills_the_server,
+            idle_connections_are_closed_after_idle_timeout,
+            delay_ms_delays_every_request,
+            work_flag_keeps_answers_correct,
+            concurrency_matches_the_model,
+            sigterm_prints_the_summary_and_exits_0,
+            sigint_also_stops_cleanly,
+            summary_counts_echoed_bytes,
+            errors_are_logged_on_stderr_not_stdout,
+        );
+    };
+    (@cases $krate:literal; $($case:ident),* $(,)?) => {
+        fn target() -> $crate::Target {
+            $crate::Target::new(env!(concat!("CARGO_BIN_EXE_", $krate)), $krate)
+        }
+        $(
+            #[test]
+            fn $case() {
+                $crate::cases::$case(&target());
+            }
+        )*
+    };
+}

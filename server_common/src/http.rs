@@ -1,0 +1,684 @@
+//! A minimal, strict HTTP/1.1 request reader and fixed responder (`docs/contract.md` §5).
+//!
+//! It answers every request `200 OK` with a fixed body, so what differs between servers is the
+//! concurrency model and never the protocol. What it gets right, unlike the seeds' servers:
+//! keep-alive, pipelining split at any byte, `Content-Length` bodies read and discarded,
+//! `Expect: 100-continue`, `HEAD` without a body, and a clean error-then-close for malformed,
+//! oversized, chunked or non-1.x requests.
+
+use std::io::Write;
+use std::sync::atomic::Ordering::Relaxed;
+
+use crate::proto::{Config, Flow};
+use crate::stats::Counters;
+
+/// The largest head (request line + headers + the empty line) we accept, as nginx's default
+/// `large_client_header_buffers` is 8 KiB. Beyond it: 431.
+pub const MAX_HEAD: usize = 8 * 1024;
+
+/// The body every `200 OK` carries.
+pub const BODY: &[u8] = b"Hello, world!\n";
+
+macro_rules! ok_response {
+    ($connection:literal, $body:literal) => {
+        concat!(
+            "HTTP/1.1 200 OK\r\n",
+            "Content-Type: text/plain\r\n",
+            "Content-Length: 14\r\n",
+            $connection,
+            "\r\n",
+            $body
+        )
+        .as_bytes()
+    };
+}
+
+/// `200 OK` to a request after which the connection stays open (HTTP/1.1 default).
+pub const OK_KEEP_ALIVE: &[u8] = ok_response!("", "Hello, world!\n");
+/// `200 OK` keeping an HTTP/1.0 connection open: 1.0 closes unless told otherwise.
+pub const OK_KEEP_ALIVE_10: &[u8] = ok_response!("Connection: keep-alive\r\n", "Hello, world!\n");
+/// `200 OK` after which the server closes.
+pub const OK_CLOSE: &[u8] = ok_response!("Connection: close\r\n", "Hello, world!\n");
+/// The same three for `HEAD`: same header block, no body.
+const HEAD_KEEP_ALIVE: &[u8] = ok_response!("", "");
+const HEAD_KEEP_ALIVE_10: &[u8] = ok_response!("Connection: keep-alive\r\n", "");
+const HEAD_CLOSE: &[u8] = ok_response!("Connection: close\r\n", "");
+
+/// Sent before reading a body the client offered to hold back (`Expect: 100-continue`).
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// The error responses; each is followed by a close.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    BadRequest,
+    HeadTooLarge,
+    NotImplemented,
+    VersionNotSupported,
+}
+
+impl Refusal {
+    fn status(self) -> (u16, &'static str, &'static str) {
+        match self {
+            Refusal::BadRequest => (400, "Bad Request", "bad request\n"),
+            Refusal::HeadTooLarge => (
+                431,
+                "Request Header Fields Too Large",
+                "request head over 8 KiB\n",
+            ),
+            Refusal::NotImplemented => {
+                (501, "Not Implemented", "transfer-encoding not supported\n")
+            }
+            Refusal::VersionNotSupported => (505, "HTTP Version Not Supported", "HTTP/1.x only\n"),
+        }
+    }
+
+    /// Appends this refusal's full response to `out`.
+    pub fn write_to(self, out: &mut Vec<u8>) {
+        let (code, reason, body) = self.status();
+        // Writing into a Vec cannot fail.
+        let _ = write!(
+            out,
+            "HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{body}",
+            body.len()
+        );
+    }
+}
+
+/// Whether the connection stays open after a response, and how the response must say so.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Keep {
+    /// HTTP/1.1 without `Connection: close`.
+    Alive,
+    /// HTTP/1.0 with `Connection: keep-alive`.
+    Alive10,
+    Close,
+}
+
+/// The response owed for one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Answer {
+    keep: Keep,
+    head_only: bool,
+}
+
+impl Answer {
+    fn bytes(self) -> &'static [u8] {
+        match (self.keep, self.head_only) {
+            (Keep::Alive, false) => OK_KEEP_ALIVE,
+            (Keep::Alive10, false) => OK_KEEP_ALIVE_10,
+            (Keep::Close, false) => OK_CLOSE,
+            (Keep::Alive, true) => HEAD_KEEP_ALIVE,
+            (Keep::Alive10, true) => HEAD_KEEP_ALIVE_10,
+            (Keep::Close, true) => HEAD_CLOSE,
+        }
+    }
+}
+
+/// A parsed request head: only what decides the response.
+#[derive(Debug, PartialEq, Eq)]
+struct Head {
+    answer: Answer,
+    body_len: u64,
+    expect_continue: bool,
+}
+
+/// The HTTP state of one connection, between reads.
+#[derive(Debug, Default)]
+pub(crate) struct Http {
+    /// The start of a head that has not fully arrived. Empty most of the time: a whole request
+    /// in one read is parsed in place, without a copy.
+    pending: Vec<u8>,
+    /// How much of `pending` is known to hold no end-of-head, so a head dribbled one byte at a
+    /// time is scanned once in all, not once per byte.
+    scanned: usize,
+    /// Bytes of a `Content-Length` body still to read and discard.
+    body_left: u64,
+    /// The response owed once that body has arrived.
+    after_body: Option<Answer>,
+}
+
+impl Http {
+    pub(crate) fn buffered(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub(crate) fn feed(
+        &mut self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        config: &Config,
+        counters: &Counters,
+    ) -> Flow {
+        if self.pending.is_empty() {
+            let (flow, used) = self.run(input, out, config, counters);
+            if flow == Flow::Continue {
+                self.pending.extend_from_slice(&input[used..]);
+            }
+            flow
+        } else {
+            // Part of a head is waiting: glue the new bytes on and parse from its start. The
+            // carried part is under MAX_HEAD, so this copies at most 8 KiB plus one read.
+            let mut data = std::mem::take(&mut self.pending);
+            data.extend_from_slice(input);
+            let (flow, used) = self.run(&data, out, config, counters);
+            if flow == Flow::Continue {
+                data.drain(..used);
+                self.pending = data; // keeps the allocation for the next dribble
+            }
+            flow
+        }
+    }
+
+    /// Serves every complete request in `data`. Returns the verdict and how many bytes were
+    /// used; on `Continue` the rest is the start of a head, which the caller keeps.
+    fn run(
+        &mut self,
+        data: &[u8],
+        out: &mut Vec<u8>,
+        config: &Config,
+        counters: &Counters,
+    ) -> (Flow, usize) {
+        let mut pos = 0;
+        let mut scan_from = std::mem::take(&mut self.scanned);
+        loop {
+            // 1. A body still owed: discard what has arrived of it.
+            if self.body_left > 0 {
+                let n = self.body_left.min((data.len() - pos) as u64);
+                pos += n as usize;
+                self.body_left -= n;
+                if self.body_left > 0 {
+                    return (Flow::Continue, pos);
+                }
+            }
+            if let Some(answer) = self.after_body.take()
+                && let Some(flow) = respond(answer, data.len() - pos, out, config, counters)
+            {
+                return (flow, data.len());
+            }
+
+            // 2. RFC 9112 §2.2: ignore empty lines before a request line.
+            while let Some(n) = empty_line_at(&data[pos..]) {
+                pos += n;
+            }
+            if pos == data.len() {
+                return (Flow::Continue, pos);
+            }
+
+            // 3. Find the end of the head; without it, wait for more bytes — unless it is
+            //    already too long to be acceptable.
+            let Some(end) = find_head_end(&data[pos..], scan_from) else {
+                if data.len() - pos > MAX_HEAD {
+                    return refuse(Refusal::HeadTooLarge, data.len(), out, counters);
+                }
+                self.scanned = data.len() - pos;
+                return (Flow::Continue, pos);
+            };
+            scan_from = 0;
+            if end > MAX_HEAD {
+                return refuse(Refusal::HeadTooLarge, data.len(), out, counters);
+            }
+            let head = match parse_head(&data[pos..pos + end]) {
+                Ok(head) => head,
+                Err(refusal) => return refuse(refusal, data.len(), out, counters),
+            };
+            pos += end;
+
+            // 4. Answer now, or once the body has been read.
+            if head.body_len > 0 {
+                if head.expect_continue {
+                    out.extend_from_slice(CONTINUE);
+                }
+                self.body_left = head.body_len;
+                self.after_body = Some(head.answer);
+            } else if let Some(flow) = respond(head.answer, data.len() - pos, out, config, counters)
+            {
+                return (flow, data.len());
+            }
+        }
+    }
+}
+
+/// Runs the request's simulated work, counts it, appends the response. Returns the `Close`
+/// verdict if the connection ends here; `unread` bytes behind this request mean the close must
+/// linger.
+fn respond(
+    answer: Answer,
+    unread: usize,
+    out: &mut Vec<u8>,
+    config: &Config,
+    counters: &Counters,
+) -> Option<Flow> {
+    config.simulate();
+    // Counted before the response is written, so a client holding its response can trust the
+    // summary's count (docs/contract.md §6).
+    counters.requests.fetch_add(1, Relaxed);
+    out.extend_from_slice(answer.bytes());
+    (answer.keep == Keep::Close).then_some(Flow::Close { linger: unread > 0 })
+}
+
+fn refuse(refusal: Refusal, used: usize, out: &mut Vec<u8>, counters: &Counters) -> (Flow, usize) {
+    counters.errors.fetch_add(1, Relaxed);
+    refusal.write_to(out);
+    // The client may well still be sending (the rest of an oversized head, a chunked body).
+    (Flow::Close { linger: true }, used)
+}
+
+/// The length of an empty line (`\r\n` or `\n`) at the start of `data`, if there is one.
+fn empty_line_at(data: &[u8]) -> Option<usize> {
+    match data {
+        [b'\n', ..] => Some(1),
+        [b'\r', b'\n', ..] => Some(2),
+        _ => None,
+    }
+}
+
+/// The offset just past the empty line that ends a head (`\n\n` or `\n\r\n`), searching from
+/// about `from` — two bytes earlier, in case the terminator straddles the previous read.
+fn find_head_end(data: &[u8], from: usize) -> Option<usize> {
+    let mut i = from.saturating_sub(2);
+    while let Some(nl) = data[i..].iter().position(|&b| b == b'\n') {
+        let at = i + nl;
+        match &data[at + 1..] {
+            [b'\n', ..] => return Some(at + 2),
+            [b'\r', b'\n', ..] => return Some(at + 3),
+            _ => i = at + 1,
+        }
+    }
+    None
+}
+
+/// RFC 9110 §5.6.2 `tchar`: what a method or header name may contain.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn is_token(s: &[u8]) -> bool {
+    !s.is_empty() && s.iter().all(|&b| is_tchar(b))
+}
+
+/// Parses a complete head (ending in its empty line) into what decides the response.
+fn parse_head(head: &[u8]) -> Result<Head, Refusal> {
+    let mut lines = head
+        .split(|&b| b == b'\n')
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line));
+    // `split` yields at least one item, and the head holds at least the request line.
+    let request_line = lines.next().unwrap_or_default();
+
+    // request-line = method SP request-target SP HTTP-version (RFC 9112 §3), single spaces.
+    let mut parts = request_line.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(Refusal::BadRequest);
+    };
+    if !is_token(method) || target.is_empty() || !target.iter().all(|&b| (0x21..=0x7e).contains(&b))
+    {
+        return Err(Refusal::BadRequest);
+    }
+    let minor = match version {
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            if *major != b'1' {
+                return Err(Refusal::VersionNotSupported);
+            }
+            minor - b'0'
+        }
+        _ => return Err(Refusal::BadRequest),
+    };
+
+    let mut content_length: Option<u64> = None;
+    let (mut close, mut keep_alive, mut chunked, mut expect_continue) =
+        (false, false, false, false);
+    for line in lines {
+        if line.is_empty() {
+            break; // the empty line that ends the head
+        }
+        // Obsolete line folding (a continuation line) is a classic smuggling vector: refuse.
+        if line[0] == b' ' || line[0] == b'\t' {
+            return Err(Refusal::BadRequest);
+        }
+        let colon = line
+            .iter()
+            .position(|&b| b == b':')
+            .ok_or(Refusal::BadRequest)?;
+        let name = &line[..colon];
+        // A bare CR or any other control byte in a value is refused (RFC 9112 §2.2), as is
+        // whitespace between name and colon (§5.1), which `is_token` rejects.
+        let value = trim_ows(&line[colon + 1..]);
+        if !is_token(name) || value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+            return Err(Refusal::BadRequest);
+        }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let n = parse_length(value).ok_or(Refusal::BadRequest)?;
+            // Two different lengths mean two parsers could disagree on where the body ends.
+            if content_length.is_some_and(|m| m != n) {
+                return Err(Refusal::BadRequest);
+            }
+            content_length = Some(n);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            chunked = true;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for option in value.split(|&b| b == b',').map(trim_ows) {
+                close |= option.eq_ignore_ascii_case(b"close");
+                keep_alive |= option.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            expect_continue = value.eq_ignore_ascii_case(b"100-continue");
+        }
+    }
+    if chunked {
+        return Err(Refusal::NotImplemented);
+    }
+    let keep = match (close, minor, keep_alive) {
+        (true, _, _) => Keep::Close,
+        (false, 1.., _) => Keep::Alive,
+        (false, 0, true) => Keep::Alive10,
+        (false, 0, false) => Keep::Close,
+    };
+    Ok(Head {
+        answer: Answer {
+            keep,
+            head_only: method == b"HEAD",
+        },
+        body_len: content_length.unwrap_or(0),
+        // A 100 response must not be sent to an HTTP/1.0 client (RFC 9110 §10.1.1).
+        expect_continue: expect_continue && minor >= 1,
+    })
+}
+
+fn trim_ows(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// `Content-Length = 1*DIGIT`, refusing signs, spaces, lists and overflow.
+fn parse_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    value.iter().try_fold(0u64, |n, &d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Proto;
+    use crate::proto::Session;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    /// Feeds `input` in one piece; returns the output and the verdict.
+    fn serve(input: &[u8]) -> (Vec<u8>, Flow) {
+        let mut s = Session::new(Config::new(Proto::Http), Counters::detached());
+        let mut out = Vec::new();
+        let flow = s.feed(input, &mut out);
+        (out, flow)
+    }
+
+    fn text(out: &[u8]) -> String {
+        String::from_utf8_lossy(out).into_owned()
+    }
+
+    #[test]
+    fn the_fixed_responses_have_correct_lengths() {
+        for r in [OK_KEEP_ALIVE, OK_KEEP_ALIVE_10, OK_CLOSE] {
+            assert!(r.ends_with(BODY));
+            assert!(text(r).contains(&format!("Content-Length: {}\r\n", BODY.len())));
+        }
+        for r in [HEAD_KEEP_ALIVE, HEAD_KEEP_ALIVE_10, HEAD_CLOSE] {
+            assert!(r.ends_with(b"\r\n\r\n"));
+        }
+        for refusal in [
+            Refusal::BadRequest,
+            Refusal::HeadTooLarge,
+            Refusal::NotImplemented,
+            Refusal::VersionNotSupported,
+        ] {
+            let mut out = Vec::new();
+            refusal.write_to(&mut out);
+            let t = text(&out);
+            let (head, body) = t.split_once("\r\n\r\n").unwrap(); // write_to always writes one
+            assert!(
+                head.contains(&format!("Content-Length: {}", body.len())),
+                "{t}"
+            );
+            assert!(head.contains("Connection: close"));
+        }
+    }
+
+    #[test]
+    fn get_gets_the_exact_keep_alive_response() {
+        let (out, flow) = serve(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(out, OK_KEEP_ALIVE);
+        assert_eq!(flow, Flow::Continue);
+    }
+
+    #[test]
+    fn any_method_and_target_is_ok() {
+        for req in [
+            "POST /a/b?c=d HTTP/1.1\r\n\r\n",
+            "DELETE * HTTP/1.1\r\n\r\n",
+            "BREW /pot HTTP/1.1\r\n\r\n",
+        ] {
+            assert_eq!(serve(req.as_bytes()).0, OK_KEEP_ALIVE, "{req}");
+        }
+    }
+
+    #[test]
+    fn bare_lf_line_ends_are_accepted() {
+        assert_eq!(serve(b"GET / HTTP/1.1\nHost: x\n\n").0, OK_KEEP_ALIVE);
+    }
+
+    #[test]
+    fn connection_close_closes_without_linger() {
+        let (out, flow) = serve(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
+        assert_eq!(out, OK_CLOSE);
+        assert_eq!(flow, Flow::Close { linger: false });
+    }
+
+    #[test]
+    fn connection_options_are_a_case_insensitive_list() {
+        let (out, flow) = serve(b"GET / HTTP/1.1\r\nConnection: Upgrade ,  CLOSE\r\n\r\n");
+        assert_eq!(
+            (out.as_slice(), flow),
+            (OK_CLOSE, Flow::Close { linger: false })
+        );
+    }
+
+    #[test]
+    fn http10_closes_unless_asked_to_keep_alive() {
+        let (out, flow) = serve(b"GET / HTTP/1.0\r\n\r\n");
+        assert_eq!(
+            (out.as_slice(), flow),
+            (OK_CLOSE, Flow::Close { linger: false })
+        );
+        let (out, flow) = serve(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+        assert_eq!((out.as_slice(), flow), (OK_KEEP_ALIVE_10, Flow::Continue));
+    }
+
+    #[test]
+    fn head_gets_no_body() {
+        let (out, _) = serve(b"HEAD / HTTP/1.1\r\n\r\n");
+        assert_eq!(out, HEAD_KEEP_ALIVE);
+        assert!(text(&out).contains("Content-Length: 14"));
+    }
+
+    #[test]
+    fn pipelined_requests_are_answered_in_order() {
+        let (out, flow) = serve(b"GET / HTTP/1.1\r\n\r\nHEAD / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\nConnection: close\r\n\r\n");
+        assert_eq!(out, [OK_KEEP_ALIVE, HEAD_KEEP_ALIVE, OK_CLOSE].concat());
+        assert_eq!(flow, Flow::Close { linger: false });
+    }
+
+    #[test]
+    fn bytes_behind_a_closing_request_make_the_close_linger() {
+        let (out, flow) =
+            serve(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\n\r\n");
+        assert_eq!(
+            out, OK_CLOSE,
+            "nothing after the closing request is answered"
+        );
+        assert_eq!(flow, Flow::Close { linger: true });
+    }
+
+    #[test]
+    fn a_body_is_read_and_discarded_before_the_answer() {
+        let mut s = Session::new(Config::new(Proto::Http), Counters::detached());
+        let mut out = Vec::new();
+        assert_eq!(
+            s.feed(
+                b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n01234",
+                &mut out
+            ),
+            Flow::Continue
+        );
+        assert!(out.is_empty(), "no answer before the body has arrived");
+        assert_eq!(
+            s.feed(b"56789GET / HTTP/1.1\r\n\r\n", &mut out),
+            Flow::Continue
+        );
+        assert_eq!(out, [OK_KEEP_ALIVE, OK_KEEP_ALIVE].concat());
+        assert_eq!(s.buffered(), 0);
+    }
+
+    #[test]
+    fn a_body_that_looks_like_a_request_is_not_one() {
+        let body = b"GET / HTTP/1.1\r\n\r\n";
+        let req = [
+            format!("PUT / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes(),
+            body,
+        ]
+        .concat();
+        assert_eq!(serve(&req).0, OK_KEEP_ALIVE);
+    }
+
+    #[test]
+    fn expect_100_continue_is_honoured_for_11_only() {
+        let (out, _) =
+            serve(b"PUT / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n");
+        assert_eq!(out, CONTINUE);
+        let (out, _) =
+            serve(b"PUT / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc");
+        assert_eq!(out, [CONTINUE, OK_KEEP_ALIVE].concat());
+        let (out, _) =
+            serve(b"PUT / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n");
+        assert!(out.is_empty());
+        let (out, _) = serve(b"GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n");
+        assert_eq!(out, OK_KEEP_ALIVE, "no body, no 100");
+    }
+
+    #[test]
+    fn empty_lines_before_a_request_are_ignored() {
+        assert_eq!(serve(b"\r\n\r\n\nGET / HTTP/1.1\r\n\r\n").0, OK_KEEP_ALIVE);
+    }
+
+    fn refused(input: &[u8]) -> u16 {
+        let (out, flow) = serve(input);
+        assert_eq!(flow, Flow::Close { linger: true }, "{}", text(input));
+        text(&out)[9..12].parse().unwrap() // every refusal starts "HTTP/1.1 NNN"
+    }
+
+    #[test]
+    fn malformed_requests_get_400() {
+        for bad in [
+            &b"GET /\r\n\r\n"[..],
+            b"GET  / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1 extra\r\n\r\n",
+            b"G(T / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nno colon\r\n\r\n",
+            b"GET / HTTP/1.1\r\nName : v\r\n\r\n",
+            b"GET / HTTP/1.1\r\n: v\r\n\r\n",
+            b"GET / HTTP/1.1\r\nA: b\r\n folded\r\n\r\n",
+            b"GET / HTTP/1.1\r\nA: b\rc\r\n\r\n",
+            b"GET / HTTP/1.1\r\nA: b\0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nContent-Length: 1, 1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            b"GET / HTTP/x.1\r\n\r\n",
+            b"GET / http/1.1\r\n\r\n",
+            b"GET /\x7f HTTP/1.1\r\n\r\n",
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\n\n",
+        ] {
+            assert_eq!(refused(bad), 400, "{}", text(bad));
+        }
+    }
+
+    #[test]
+    fn repeated_equal_content_lengths_are_fine() {
+        assert_eq!(
+            serve(b"PUT / HTTP/1.1\r\nContent-Length: 1\r\ncontent-length: 1\r\n\r\nx").0,
+            OK_KEEP_ALIVE
+        );
+    }
+
+    #[test]
+    fn other_versions_get_505_and_chunked_gets_501() {
+        assert_eq!(refused(b"GET / HTTP/2.0\r\n\r\n"), 505);
+        assert_eq!(
+            refused(
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+            ),
+            501
+        );
+    }
+
+    #[test]
+    fn heads_over_8k_get_431_whether_or_not_they_ended() {
+        let filler = format!("X-Filler: {}\r\n", "a".repeat(MAX_HEAD));
+        assert_eq!(
+            refused(format!("GET / HTTP/1.1\r\n{filler}\r\n").as_bytes()),
+            431
+        );
+        assert_eq!(
+            refused(format!("GET / HTTP/1.1\r\n{filler}").as_bytes()),
+            431
+        );
+        // Exactly at the limit is still fine.
+        let line = "GET / HTTP/1.1\r\n";
+        let pad = MAX_HEAD - line.len() - "X: \r\n\r\n".len();
+        let exact = format!("{line}X: {}\r\n\r\n", "a".repeat(pad));
+        assert_eq!(exact.len(), MAX_HEAD);
+        assert_eq!(serve(exact.as_bytes()).0, OK_KEEP_ALIVE);
+    }
+
+    #[test]
+    fn counters_count_answers_and_refusals() {
+        let counters = Counters::detached();
+        let mut s = Session::new(Config::new(Proto::Http), counters);
+        s.feed(
+            b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\nBAD\r\n\r\n",
+            &mut Vec::new(),
+        );
+        assert_eq!(counters.requests.load(Relaxed), 2);
+        assert_eq!(counters.errors.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn a_dribbled_head_is_scanned_once() {
+        // One byte at a time through a long head. After each byte the whole carried part must be
+        // marked as scanned, so the next byte costs a look at three bytes, not a rescan of up to
+        // 8 KiB (which would make a dribbling client quadratic).
+        let req = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(MAX_HEAD - 40));
+        let (config, counters) = (Config::new(Proto::Http), Counters::detached());
+        let mut http = Http::default();
+        let mut out = Vec::new();
+        for b in req.as_bytes() {
+            assert_eq!(
+                http.feed(std::slice::from_ref(b), &mut out, &config, counters),
+                Flow::Continue
+            );
+            assert_eq!(http.scanned, http.pending.len());
+        }
+        assert_eq!(out, OK_KEEP_ALIVE);
+        assert_eq!(http.buffered(), 0);
+    }
+}

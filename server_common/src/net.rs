@@ -1,0 +1,138 @@
+//! Listener setup and small socket helpers. Lesson 1 spells every one of these syscalls out
+//! with its man page; later lessons call these helpers so their files show only their model.
+
+use std::io::Write;
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::sys::socket::{
+    AddressFamily, Backlog, MsgFlags, Shutdown, SockFlag, SockType, SockaddrStorage, bind,
+    getsockname, listen, recv, setsockopt, shutdown, socket, sockopt,
+};
+use nix::sys::time::TimeVal;
+
+use crate::error::{Context, SetupError};
+
+/// Whether the listener (and so, by the model's choice, its connections) blocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Blocking {
+    /// `accept` waits for a connection: the blocking models, lessons 1–6.
+    Yes,
+    /// `accept` returns `EAGAIN` when the queue is empty: the event loops, lessons 7 on.
+    No,
+}
+
+/// socket(2) → SO_REUSEADDR → bind(2) → listen(2), as lesson 1 does by hand, plus O_NONBLOCK
+/// for event loops. The descriptor is close-on-exec and owned by the caller.
+pub fn listener(addr: SocketAddr, backlog: i32, blocking: Blocking) -> Result<OwnedFd, SetupError> {
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::Inet,
+        SocketAddr::V6(_) => AddressFamily::Inet6,
+    };
+    let mut flags = SockFlag::SOCK_CLOEXEC;
+    if blocking == Blocking::No {
+        flags |= SockFlag::SOCK_NONBLOCK;
+    }
+    let fd = socket(family, SockType::Stream, flags, None).context("cannot create a socket")?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true).context("cannot set SO_REUSEADDR")?;
+    bind(fd.as_raw_fd(), &SockaddrStorage::from(addr)).context(format!("cannot bind {addr}"))?;
+    listen_backlog(&fd, backlog).context(format!("cannot listen on {addr}"))?;
+    Ok(fd)
+}
+
+/// listen(2). nix's `Backlog` refuses values above `SOMAXCONN` (4096) although Linux accepts any
+/// value and clamps it to the `net.core.somaxconn` sysctl, which the C1M run raises. So large
+/// values go to libc directly.
+pub fn listen_backlog(fd: &OwnedFd, backlog: i32) -> nix::Result<()> {
+    match Backlog::new(backlog) {
+        Ok(b) => listen(fd, b),
+        Err(_) => {
+            // SAFETY: `fd` is a valid, open socket for the whole call (we hold a borrow of the
+            // OwnedFd); listen(2) reads no memory of ours.
+            let rc = unsafe { libc::listen(fd.as_raw_fd(), backlog) };
+            Errno::result(rc).map(drop)
+        }
+    }
+}
+
+/// The address a socket is bound to, via getsockname(2): resolves port 0 to the real port.
+pub fn local_addr(fd: &impl AsFd) -> nix::Result<SocketAddr> {
+    let ss: SockaddrStorage = getsockname(fd.as_fd().as_raw_fd())?;
+    if let Some(v4) = ss.as_sockaddr_in() {
+        Ok(SocketAddr::V4(SocketAddrV4::from(*v4)))
+    } else if let Some(v6) = ss.as_sockaddr_in6() {
+        Ok(SocketAddr::V6(SocketAddrV6::from(*v6)))
+    } else {
+        Err(Errno::EAFNOSUPPORT)
+    }
+}
+
+/// Prints the contract's start-up line (`docs/contract.md` §2) and flushes it, so whoever
+/// started us can read the real port before we accept anything.
+pub fn announce(crate_name: &str, listener: &impl AsFd) -> Result<SocketAddr, SetupError> {
+    let addr = local_addr(listener).context("cannot read the bound address")?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "listening on {addr} ({crate_name}, pid {})",
+        std::process::id()
+    )
+    .and_then(|()| out.flush())
+    .context("cannot write to stdout")?;
+    Ok(addr)
+}
+
+/// Sets O_NONBLOCK on a descriptor with fcntl(2) (for sockets that were not created with
+/// `SOCK_NONBLOCK`).
+pub fn set_nonblocking(fd: &impl AsFd) -> nix::Result<()> {
+    let flags = OFlag::from_bits_truncate(fcntl(fd.as_fd(), FcntlArg::F_GETFL)?);
+    fcntl(fd.as_fd(), FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).map(drop)
+}
+
+/// SO_RCVTIMEO and SO_SNDTIMEO: a blocking recv(2)/send(2) that waits longer than `timeout`
+/// fails with EAGAIN. This is how the blocking models honour `--idle-timeout` (lesson 1 spells
+/// it out). `None` leaves the socket without a timeout.
+pub fn set_io_timeouts(fd: &impl AsFd, timeout: Option<Duration>) -> nix::Result<()> {
+    if let Some(t) = timeout {
+        let tv = TimeVal::new(t.as_secs() as _, t.subsec_micros() as _);
+        setsockopt(fd, sockopt::ReceiveTimeout, &tv)?;
+        setsockopt(fd, sockopt::SendTimeout, &tv)?;
+    }
+    Ok(())
+}
+
+/// How long a lingering close waits for the client to close its side (`docs/contract.md` §5).
+pub const LINGER: Duration = Duration::from_secs(2);
+
+/// A lingering close for a *blocking* socket: shutdown(2) our sending side (the client sees
+/// our last response, then EOF), then read and discard until the client closes, at most
+/// [`LINGER`], and only then close(2).
+///
+/// Why: close(2) on a socket whose receive buffer still holds unread bytes makes Linux send an
+/// RST instead of a FIN, and an RST can make the client's kernel discard our response before the
+/// client has read it. nginx calls this `lingering_close`. Event loops do the same dance with
+/// readiness instead of a blocking timeout.
+pub fn linger_close(conn: OwnedFd) {
+    // Errors below only mean the peer is already gone, which is what we are waiting for.
+    if shutdown(conn.as_raw_fd(), Shutdown::Write).is_err() {
+        return;
+    }
+    let deadline = Instant::now() + LINGER;
+    let mut sink = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero()
+            || set_io_timeouts(&conn, Some(left.max(Duration::from_millis(1)))).is_err()
+        {
+            return;
+        }
+        match recv(conn.as_raw_fd(), &mut sink, MsgFlags::empty()) {
+            Ok(0) => return,                // the client closed: now close quietly
+            Ok(_) | Err(Errno::EINTR) => {} // discard, keep waiting
+            Err(_) => return,               // timeout (EAGAIN) or reset: give up
+        }
+    } // `conn` is dropped here: close(2)
+}

@@ -1,0 +1,158 @@
+//! Property: a session's answers do not depend on how the client's bytes were split into
+//! reads. Any stream — valid requests, or valid requests followed by garbage — fed in one piece
+//! or in arbitrary chunks (down to one byte) gives the same output bytes, the same counts and
+//! the same open/closed outcome.
+
+use proptest::prelude::*;
+use server_common::cli::Proto;
+use server_common::proto::{Config, Flow, Session};
+use server_common::stats::Counters;
+use std::sync::atomic::Ordering::Relaxed;
+
+#[derive(Debug, Clone)]
+struct Req {
+    method: &'static str,
+    path: String,
+    minor: u8,
+    connection: Option<&'static str>,
+    body: Vec<u8>,
+    expect: bool,
+    lf_only: bool,
+}
+
+fn req() -> impl Strategy<Value = Req> {
+    (
+        prop::sample::select(vec!["GET", "HEAD", "POST", "PUT", "OPTIONS"]),
+        "/[a-z0-9/?=&.%-]{0,30}",
+        prop::sample::select(vec![0u8, 1]),
+        prop::option::weighted(
+            0.2,
+            prop::sample::select(vec!["close", "keep-alive", "Keep-Alive, foo"]),
+        ),
+        prop::collection::vec(any::<u8>(), 0..40),
+        any::<bool>(),
+        prop::bool::weighted(0.1),
+    )
+        .prop_map(
+            |(method, path, minor, connection, body, expect, lf_only)| Req {
+                method,
+                path,
+                minor,
+                connection,
+                body,
+                expect,
+                lf_only,
+            },
+        )
+}
+
+fn encode(r: &Req) -> Vec<u8> {
+    let nl = if r.lf_only { "\n" } else { "\r\n" };
+    let mut s = format!(
+        "{} {} HTTP/1.{}{nl}Host: test{nl}",
+        r.method, r.path, r.minor
+    );
+    if let Some(c) = r.connection {
+        s += &format!("Connection: {c}{nl}");
+    }
+    if !r.body.is_empty() {
+        s += &format!("Content-Length: {}{nl}", r.body.len());
+        if r.expect {
+            s += &format!("Expect: 100-continue{nl}");
+        }
+    }
+    s += nl;
+    let mut bytes = s.into_bytes();
+    bytes.extend_from_slice(&r.body);
+    bytes
+}
+
+/// Feeds `stream` cut at `cuts`; returns output, requests, errors, and whether it closed.
+fn run(proto: Proto, stream: &[u8], cuts: &[usize]) -> (Vec<u8>, u64, u64, bool) {
+    let counters = Counters::detached();
+    let mut session = Session::new(Config::new(proto), counters);
+    let mut out = Vec::new();
+    let mut closed = false;
+    let mut start = 0;
+    for &end in cuts.iter().chain(std::iter::once(&stream.len())) {
+        let end = end.clamp(start, stream.len());
+        if let Flow::Close { .. } = session.feed(&stream[start..end], &mut out) {
+            closed = true;
+            break;
+        }
+        start = end;
+    }
+    (
+        out,
+        counters.requests.load(Relaxed),
+        counters.errors.load(Relaxed),
+        closed,
+    )
+}
+
+fn cuts(len: usize) -> impl Strategy<Value = Vec<usize>> {
+    prop::collection::vec(0..=len, 0..60).prop_map(|mut v| {
+        v.sort_unstable();
+        v
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn http_answers_do_not_depend_on_read_boundaries(
+        (stream, cuts) in (prop::collection::vec(req(), 1..8), prop::collection::vec(any::<u8>(), 0..64))
+            .prop_map(|(reqs, junk)| {
+                let mut s: Vec<u8> = reqs.iter().flat_map(encode).collect();
+                s.extend_from_slice(&junk);
+                s
+            })
+            .prop_flat_map(|s| { let n = s.len(); (Just(s), cuts(n)) })
+    ) {
+        let whole = run(Proto::Http, &stream, &[]);
+        let chunked = run(Proto::Http, &stream, &cuts);
+        prop_assert_eq!(&whole, &chunked);
+    }
+
+    #[test]
+    fn one_byte_reads_match_one_big_read(reqs in prop::collection::vec(req(), 1..5)) {
+        let stream: Vec<u8> = reqs.iter().flat_map(encode).collect();
+        let every_byte: Vec<usize> = (1..stream.len()).collect();
+        prop_assert_eq!(run(Proto::Http, &stream, &[]), run(Proto::Http, &stream, &every_byte));
+    }
+
+    #[test]
+    fn valid_requests_are_all_answered_until_a_close(reqs in prop::collection::vec(req(), 1..8)) {
+        let stream: Vec<u8> = reqs.iter().flat_map(encode).collect();
+        let (_, requests, errors, closed) = run(Proto::Http, &stream, &[]);
+        // Requests up to and including the first one that closes are answered; none refused.
+        let closes = |r: &Req| match r.connection {
+            Some("close") => true,
+            Some(_) => false,
+            None => r.minor == 0,
+        };
+        let expected = reqs.iter().position(closes).map_or(reqs.len(), |i| i + 1);
+        prop_assert_eq!(errors, 0);
+        prop_assert_eq!(requests, expected as u64);
+        prop_assert_eq!(closed, expected < reqs.len() || reqs.iter().any(closes));
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_and_are_chunking_invariant(
+        (stream, cuts) in prop::collection::vec(any::<u8>(), 0..600)
+            .prop_flat_map(|s| { let n = s.len(); (Just(s), cuts(n)) })
+    ) {
+        prop_assert_eq!(run(Proto::Http, &stream, &[]), run(Proto::Http, &stream, &cuts));
+    }
+
+    #[test]
+    fn echo_returns_the_stream_whatever_the_chunks(
+        (stream, cuts) in prop::collection::vec(any::<u8>(), 0..2000)
+            .prop_flat_map(|s| { let n = s.len(); (Just(s), cuts(n)) })
+    ) {
+        let (out, _, _, closed) = run(Proto::Echo, &stream, &cuts);
+        prop_assert_eq!(out, stream);
+        prop_assert!(!closed);
+    }
+}
