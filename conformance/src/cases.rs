@@ -581,6 +581,47 @@ pub fn concurrency_matches_the_model(t: &Target) {
     }
 }
 
+/// Children of the server that have exited but were not reaped (zombies), from /proc.
+fn zombie_children(ppid: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let Some((_, after)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let f: Vec<&str> = after.split_whitespace().collect();
+            // f[0] = state, f[1] = parent pid
+            f.len() > 1 && f[0] == "Z" && f[1].parse() == Ok(ppid)
+        })
+        .collect()
+}
+
+pub fn finished_children_are_reaped(t: &Target) {
+    // For forking models: every child that served a connection and exited is waited for, so
+    // no zombie stays. (For the others it holds trivially: they have no children.)
+    let s = t.start(&[]);
+    for _ in 0..20 {
+        assert_eq!(probe(s.addr).raw, OK_CLOSE);
+    }
+    let t0 = Instant::now();
+    loop {
+        let zombies = zombie_children(s.pid);
+        if zombies.is_empty() {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "zombie children stay: {zombies:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 // ─── §6: shutdown ───────────────────────────────────────────────────────────────────────────
 
 fn summary_value<'a>(out: &'a str, label: &str) -> &'a str {

@@ -75,6 +75,7 @@ macro_rules! suite {
             delay_ms_delays_every_request,
             work_flag_keeps_answers_correct,
             concurrency_matches_the_model,
+            finished_children_are_reaped,
             sigterm_prints_the_summary_and_exits_0,
             sigint_also_stops_cleanly,
             summary_counts_echoed_bytes,

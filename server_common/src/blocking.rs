@@ -7,12 +7,14 @@
 //! nothing else.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, recv, send};
 
 use crate::net::linger_close;
 use crate::proto::{Flow, Session};
+use crate::warn_throttled;
 
 /// How much one recv(2) may bring. 8 KiB on the stack: it holds a whole HTTP head of ours
 /// (`MAX_HEAD`) and keeps the thread-per-connection lesson's 64 KiB stacks safe.
@@ -87,4 +89,35 @@ pub fn send_all(fd: RawFd, mut data: &[u8]) -> Result<(), End> {
         }
     }
     Ok(())
+}
+
+/// What a *blocking* accept loop does after accept4(2) failed; lesson 1 spells out each case in
+/// its own `match`. Retries at once when the error was the client's or a signal's; sleeps
+/// briefly when retrying at once would only spin on the same error (out of descriptors or
+/// memory: the client stays queued and is served once resources free up). Never gives up:
+/// no accept error stops a server.
+pub fn after_accept_error(crate_name: &str, e: Errno) {
+    match e {
+        // A signal interrupted the wait; or the client reset while queued; or, per accept(2)'s
+        // "Error handling", a queued connection's network error that must be treated like EAGAIN.
+        Errno::EINTR
+        | Errno::ECONNABORTED
+        | Errno::ENETDOWN
+        | Errno::EPROTO
+        | Errno::ENOPROTOOPT
+        | Errno::EHOSTDOWN
+        | Errno::ENONET
+        | Errno::EHOSTUNREACH
+        | Errno::EOPNOTSUPP
+        | Errno::ENETUNREACH => {}
+        // Out of descriptors (ours or the system's) or kernel memory.
+        Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM => {
+            warn_throttled!("{crate_name}: accept: {e}; backing off");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        _ => {
+            warn_throttled!("{crate_name}: accept: {e}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }

@@ -104,6 +104,14 @@ pub fn set_io_timeouts(fd: &impl AsFd, timeout: Option<Duration>) -> nix::Result
     Ok(())
 }
 
+/// Prepares an accepted connection of a blocking model: the idle timeout (SO_RCVTIMEO and
+/// SO_SNDTIMEO, see [`set_io_timeouts`]) and TCP_NODELAY, so each response leaves at once instead
+/// of waiting behind Nagle's algorithm for the ACK of the previous one. Lesson 1 spells both out.
+pub fn prepare_conn(conn: &impl AsFd, idle: Option<Duration>) -> nix::Result<()> {
+    set_io_timeouts(conn, idle)?;
+    setsockopt(conn, sockopt::TcpNoDelay, &true)
+}
+
 /// How long a lingering close waits for the client to close its side (`docs/contract.md` §5).
 pub const LINGER: Duration = Duration::from_secs(2);
 
