@@ -675,6 +675,7 @@ pub fn sigterm_prints_the_summary_and_exits_0(t: &Target) {
         "bytes echoed",
         "peak RSS KiB",
         "CPU seconds",
+        "context switches",
     ];
     assert_eq!(
         &labels[..want.len()],

@@ -55,6 +55,21 @@ pub fn write_summary(
         out,
         "CPU seconds: user {mu:.3} sys {ms:.3}, children user {ku:.3} sys {ks:.3}"
     )?;
+    // Voluntary: a thread blocked (recv with no data, accept on an empty queue, a lock).
+    // Involuntary: the scheduler took the CPU away (time slice used up, a more urgent task).
+    let switches = |u: &Option<nix::sys::resource::Usage>| {
+        u.as_ref().map_or((0, 0), |u| {
+            (
+                u.voluntary_context_switches(),
+                u.involuntary_context_switches(),
+            )
+        })
+    };
+    let ((mv, mi), (kv, ki)) = (switches(&me), switches(&kids));
+    writeln!(
+        out,
+        "context switches: voluntary {mv} involuntary {mi}, children voluntary {kv} involuntary {ki}"
+    )?;
 
     if let Some(per) = stats.per_worker(|c| &c.accepted) {
         let list: Vec<String> = per.iter().map(u64::to_string).collect();
@@ -103,6 +118,7 @@ mod tests {
                 "bytes echoed",
                 "peak RSS KiB",
                 "CPU seconds",
+                "context switches",
                 "accepts per worker",
                 "queue wait"
             ]
