@@ -24,9 +24,13 @@ pub struct Server {
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
     stdout_done: mpsc::Receiver<()>,
+    /// Set by `stop`: the server exited by itself, so `Drop` must leave its process group alone
+    /// for the caller to inspect (the `Stopped` it returned kills the group later).
+    stopped: bool,
 }
 
-/// What a stopped server left behind.
+/// What a stopped server left behind. Dropping it kills whatever is still in the server's
+/// process group, *after* the caller has had the chance to check that nothing is.
 #[derive(Debug)]
 pub struct Stopped {
     pub status: ExitStatus,
@@ -35,6 +39,7 @@ pub struct Stopped {
     /// Everything on stdout after the start-up line.
     pub stdout: String,
     pub stderr: String,
+    _survivors: KillOnDrop,
 }
 
 fn collect(
@@ -110,6 +115,7 @@ impl Server {
             stdout,
             stderr,
             stdout_done,
+            stopped: false,
         }
     }
 
@@ -140,6 +146,7 @@ impl Server {
         let elapsed = t.elapsed();
         // stdout's reader ends at EOF, once the server and every child holding the pipe exit.
         let _ = self.stdout_done.recv_timeout(Duration::from_secs(2));
+        self.stopped = true;
         Stopped {
             status,
             elapsed,
@@ -149,18 +156,23 @@ impl Server {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
             stderr: self.stderr(),
+            _survivors: KillOnDrop(self.pid),
         }
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = killpg(Pid::from_raw(self.pid), Signal::SIGKILL);
+        if !self.stopped {
+            let _ = killpg(Pid::from_raw(self.pid), Signal::SIGKILL);
+        }
         let _ = self.child.wait();
     }
 }
 
-/// Kills a process group if a start-up fails half-way.
+/// Kills a process group when dropped: a start-up that fails half-way, or whatever outlived a
+/// stopped server.
+#[derive(Debug)]
 struct KillOnDrop(i32);
 
 impl Drop for KillOnDrop {
