@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use conformance::client::{Conn, GET, probe};
 use conformance::server::{Server, live_processes_in_group};
+use conformance::summary::value as summary_value;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use server_common::responses::{OK_CLOSE, OK_KEEP_ALIVE};
@@ -13,12 +14,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_cgi_process_server");
 
 fn start(args: &[&str]) -> Server {
     Server::start(BIN, &[&["--addr", "127.0.0.1:0"], args].concat())
-}
-
-fn summary_value<'a>(out: &'a str, label: &str) -> &'a str {
-    out.lines()
-        .find_map(|l| l.strip_prefix(label)?.strip_prefix(": "))
-        .unwrap_or_else(|| panic!("summary lacks {label:?}:\n{out}"))
 }
 
 /// The server's children that are running (not zombies): its process group minus itself.

@@ -16,6 +16,7 @@ use crate::Target;
 use crate::client::{Conn, End, GET, GET_CLOSE, echo_probe, pattern, probe, reset};
 use crate::rungs::Concurrency;
 use crate::server::{Server, Stopped, live_processes_in_group, run_to_exit};
+use crate::summary::value as summary_value;
 
 /// `HEAD` gets the header block of `OK_KEEP_ALIVE` and no body.
 fn head_keep_alive() -> Vec<u8> {
@@ -623,12 +624,6 @@ pub fn finished_children_are_reaped(t: &Target) {
 }
 
 // ─── §6: shutdown ───────────────────────────────────────────────────────────────────────────
-
-fn summary_value<'a>(out: &'a str, label: &str) -> &'a str {
-    out.lines()
-        .find_map(|l| l.strip_prefix(label).and_then(|r| r.strip_prefix(": ")))
-        .unwrap_or_else(|| panic!("summary lacks {label:?}:\n{out}"))
-}
 
 fn stop_with_idle_clients(t: &Target, sig: Signal) -> Stopped {
     let s = t.start(&[]);

@@ -88,10 +88,17 @@ impl Conn {
             .unwrap_or_else(|e| panic!("send: {e}"));
     }
 
-    /// Reads more bytes into the buffer; Ok(0) at EOF.
+    /// Reads more bytes into the buffer; Ok(0) at EOF. Retries EINTR: a socket with a receive
+    /// timeout returns it after a stop/continue or a debugger attach even without handlers
+    /// (signal(7)), and that is the test process's business, not the server's.
     fn fill(&mut self) -> io::Result<usize> {
         let mut chunk = [0u8; 16 * 1024];
-        let n = self.stream.read(&mut chunk)?;
+        let n = loop {
+            match self.stream.read(&mut chunk) {
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                other => break other?,
+            }
+        };
         self.buf.extend_from_slice(&chunk[..n]);
         Ok(n)
     }

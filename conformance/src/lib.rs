@@ -8,6 +8,7 @@ pub mod cases;
 pub mod client;
 pub mod rungs;
 pub mod server;
+pub mod summary;
 
 use rungs::Rung;
 use server::Server;

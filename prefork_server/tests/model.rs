@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use conformance::client::{Conn, GET_CLOSE, connect, probe};
 use conformance::server::{Server, live_processes_in_group};
+use conformance::summary::value as summary_value;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use server_common::responses::OK_CLOSE;
@@ -17,12 +18,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_prefork_server");
 
 fn start(workers: &str) -> Server {
     Server::start(BIN, &["--addr", "127.0.0.1:0", "--workers", workers])
-}
-
-fn summary_value<'a>(out: &'a str, label: &str) -> &'a str {
-    out.lines()
-        .find_map(|l| l.strip_prefix(label)?.strip_prefix(": "))
-        .unwrap_or_else(|| panic!("summary lacks {label:?}:\n{out}"))
 }
 
 /// The supervisor's live workers (its process group minus itself), once there are `n` of them,

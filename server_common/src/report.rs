@@ -23,11 +23,13 @@ pub fn write_summary(
         "summary: {crate_name} pid {} stopped by {cause} after {elapsed:.2} s",
         std::process::id()
     )?;
-    writeln!(
-        out,
-        "connections accepted: {}",
-        stats.total(|c| &c.accepted)
-    )?;
+    // One read of the per-worker accept counters serves both lines, so they always agree even
+    // while workers are still accepting as we print.
+    let per_worker = stats.per_worker(|c| &c.accepted);
+    let accepted = per_worker
+        .as_ref()
+        .map_or_else(|| stats.total(|c| &c.accepted), |p| p.iter().sum());
+    writeln!(out, "connections accepted: {accepted}")?;
     writeln!(out, "peak concurrent connections: {}", stats.peak())?;
     writeln!(out, "requests served: {}", stats.total(|c| &c.requests))?;
     writeln!(out, "error responses: {}", stats.total(|c| &c.errors))?;
@@ -71,7 +73,7 @@ pub fn write_summary(
         "context switches: voluntary {mv} involuntary {mi}, children voluntary {kv} involuntary {ki}"
     )?;
 
-    if let Some(per) = stats.per_worker(|c| &c.accepted) {
+    if let Some(per) = per_worker {
         let list: Vec<String> = per.iter().map(u64::to_string).collect();
         writeln!(out, "accepts per worker: {}", list.join(" "))?;
     }
