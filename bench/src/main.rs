@@ -1,0 +1,424 @@
+//! The ladder benchmark: every rung through the same scenarios, every number the course shows.
+//!
+//! `cargo run --release -p bench` builds the release binaries it needs, runs the quick ladder
+//! (under five minutes on 2 cores) and prints the tables. `--full` runs everything and writes
+//! `docs/results/` and every README's numbers block; `--smoke` proves the pipeline in seconds.
+//! See bench/README.md for the method.
+
+mod anchors;
+mod charts;
+mod client;
+mod machine;
+mod procfs;
+mod procs;
+mod readme;
+mod results;
+mod run;
+mod scenarios;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use clap::Parser;
+use conformance::rungs::{RUNGS, Rung, Status};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use results::{Cost, Row};
+use run::Subject;
+use scenarios::Mode;
+
+/// The ladder benchmark: runs every rung of the ladder through the same scenarios (HTTP
+/// keep-alive and close, echo at 1k and 10k connections, CPU-bound echo, idle connections held)
+/// with echo_client, beside nginx and wrk when installed, and reports throughput, latency,
+/// errors, server CPU and memory, and what each request costs.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// Run everything: 10 s runs, 1,000 and 10,000 connections, wrk beside echo_client,
+    /// syscalls per request under strace. Writes docs/results/ and the READMEs' numbers.
+    #[arg(long, conflicts_with = "smoke")]
+    full: bool,
+    /// Seconds per rung, to prove the pipeline works (CI). Writes only under target/.
+    #[arg(long)]
+    smoke: bool,
+    /// Only these rungs (crate names, comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "CRATES")]
+    only: Vec<String>,
+    /// Only these scenarios (ids such as http-ka-100, echo-1k, hold, cost; comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "IDS")]
+    scenario: Vec<String>,
+    /// Write docs/results/ and the README blocks (the default with --full).
+    #[arg(long)]
+    write: bool,
+    /// Write nothing outside target/, even with --full.
+    #[arg(long, conflicts_with = "write")]
+    no_write: bool,
+    /// Leave out the nginx reference rows.
+    #[arg(long)]
+    no_anchors: bool,
+    /// Use the release binaries already built instead of running cargo build.
+    #[arg(long)]
+    no_build: bool,
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
+}
+
+fn build(rungs: &[&Rung]) -> Result<(), String> {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root())
+        .args(["build", "--release", "-p", "echo_client"]);
+    for r in rungs {
+        cmd.args(["-p", r.krate]);
+    }
+    eprintln!(
+        "bench: building release binaries ({} servers + echo_client)…",
+        rungs.len()
+    );
+    let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("cargo build failed: {status}"))
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    procs::kill_all_on_signal();
+    match run_all(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_all(args: &Args) -> Result<(), String> {
+    let t0 = Instant::now();
+    let mode = if args.full {
+        Mode::Full
+    } else if args.smoke {
+        Mode::Smoke
+    } else {
+        Mode::Quick
+    };
+    for name in &args.only {
+        if !RUNGS.iter().any(|r| r.krate == name) {
+            return Err(format!(
+                "--only {name}: not a rung (see conformance/src/rungs.rs)"
+            ));
+        }
+    }
+    let rungs: Vec<&Rung> = RUNGS
+        .iter()
+        .filter(|r| r.status == Status::Done)
+        .filter(|r| args.only.is_empty() || args.only.iter().any(|o| o == r.krate))
+        .collect();
+    if rungs.is_empty() {
+        return Err("no rung to run (--only names only planned rungs?)".into());
+    }
+    if !args.no_build {
+        build(&rungs)?;
+    }
+    let bins = target_dir().join("release");
+    let echo_client = bins.join("echo_client");
+    if !echo_client.exists() {
+        return Err(format!(
+            "{} is missing: build it (drop --no-build)",
+            echo_client.display()
+        ));
+    }
+    let wanted = |id: &str| args.scenario.is_empty() || args.scenario.iter().any(|s| s == id);
+    let scenarios: Vec<_> = scenarios::scenarios(mode)
+        .into_iter()
+        .filter(|s| wanted(s.id))
+        .collect();
+    let anchors_on = !args.no_anchors && mode != Mode::Smoke && anchors::nginx_binary().is_some();
+    let anchor_workers: &[u32] = if anchors_on { &[1, 2] } else { &[] };
+
+    let steps = scenarios.len() * rungs.len()
+        + scenarios.iter().filter(|s| s.anchors).count() * anchor_workers.len()
+        + if wanted("hold") { rungs.len() } else { 0 }
+        + if wanted("cost") { rungs.len() } else { 0 };
+    let bar = ProgressBar::new(steps as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()), // the template is a constant
+    );
+
+    let mut rows: Vec<Row> = Vec::new();
+    for sc in &scenarios {
+        for r in &rungs {
+            bar.set_message(format!("{} · {}", r.krate, sc.id));
+            let bin = bins.join(r.krate);
+            rows.push(run::load(
+                &Subject::Rung {
+                    krate: r.krate,
+                    bin: &bin,
+                },
+                sc,
+                &echo_client,
+                true,
+            ));
+            bar.inc(1);
+        }
+        if sc.anchors {
+            for &w in anchor_workers {
+                bar.set_message(format!("nginx {w}w · {}", sc.id));
+                rows.push(run::load(
+                    &Subject::Nginx { workers: w },
+                    sc,
+                    &echo_client,
+                    true,
+                ));
+                bar.inc(1);
+            }
+        }
+    }
+    let mut costs: Vec<Cost> = Vec::new();
+    if wanted("hold") || wanted("cost") {
+        for r in &rungs {
+            let bin = bins.join(r.krate);
+            let subject = Subject::Rung {
+                krate: r.krate,
+                bin: &bin,
+            };
+            let mut hold = None;
+            if wanted("hold") {
+                bar.set_message(format!("{} · hold", r.krate));
+                let h = run::hold(&subject, scenarios::hold_conns(mode), &echo_client);
+                hold = Some(rows.len());
+                rows.push(h);
+                bar.inc(1);
+            }
+            if wanted("cost") {
+                bar.set_message(format!("{} · cost", r.krate));
+                costs.push(run::cost(
+                    &subject,
+                    mode,
+                    &echo_client,
+                    hold.map(|i| &rows[i]),
+                ));
+                bar.inc(1);
+            }
+        }
+    }
+    bar.finish_and_clear();
+
+    let command = std::iter::once("cargo run --release -p bench --".to_string())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let stamp = machine::Stamp::now(command.trim_end_matches(" --").to_string());
+    let write = (args.write || mode == Mode::Full) && !args.no_write && mode != Mode::Smoke;
+    let out_dir = if write {
+        root().join("docs/results")
+    } else {
+        target_dir().join(format!("bench-{mode:?}").to_lowercase())
+    };
+    report(&stamp, mode, &scenarios, &rows, &costs, &out_dir, write)?;
+    eprintln!(
+        "bench: done in {:.0} s; results in {}",
+        t0.elapsed().as_secs_f64(),
+        out_dir.display()
+    );
+    Ok(())
+}
+
+fn rows_of<'a>(rows: &'a [Row], scenario: &str) -> Vec<&'a Row> {
+    rows.iter().filter(|r| r.scenario == scenario).collect()
+}
+
+fn report(
+    stamp: &machine::Stamp,
+    mode: Mode,
+    scenarios: &[scenarios::Scenario],
+    rows: &[Row],
+    costs: &[Cost],
+    out: &Path,
+    write_readmes: bool,
+) -> Result<(), String> {
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let mut index = format!("# Benchmark results\n\n{}\n\n", stamp.line());
+    let mut all_titles: Vec<(String, String)> = scenarios
+        .iter()
+        .map(|s| (s.id.to_string(), s.title.clone()))
+        .collect();
+    if rows.iter().any(|r| r.scenario == "hold") {
+        all_titles.push((
+            "hold".into(),
+            format!(
+                "{} idle connections held",
+                results::thousands(scenarios::hold_conns(mode) as f64)
+            ),
+        ));
+    }
+    for (id, title) in &all_titles {
+        let these = rows_of(rows, id);
+        let with_wrk = these.iter().any(|r| r.wrk_rate.is_some());
+        let table = results::scenario_table(&these, with_wrk);
+        println!("\n## {title}\n\n{table}");
+        let md = format!("# {title}\n\n{}\n\n{table}", stamp.line());
+        std::fs::write(out.join(format!("{id}.md")), md).map_err(|e| e.to_string())?;
+        let bars: Vec<(String, Option<f64>, bool)> = these
+            .iter()
+            .map(|r| {
+                (
+                    r.rung.clone(),
+                    if r.verdict == Some(results::Verdict::TimedOut) {
+                        None
+                    } else {
+                        r.rate
+                    },
+                    r.anchor,
+                )
+            })
+            .collect();
+        let unit = these.first().map_or("", |r| r.unit);
+        if let Err(e) = charts::bars(&out.join(format!("{id}.svg")), title, unit, &bars) {
+            eprintln!("bench: chart {id}: {e}");
+        }
+        index += &format!("- [{title}]({id}.md) — ![chart]({id}.svg)\n");
+    }
+    if !costs.is_empty() {
+        let refs: Vec<&Cost> = costs.iter().collect();
+        let table = results::cost_table(&refs);
+        let title = "What each request costs";
+        let about = format!(
+            "Fixed workload: HTTP keep-alive, {} connections × {} requests (`echo_client -c {0} -n {1}`); \
+             memory and threads per idle connection from the hold scenario.",
+            scenarios::COST_CONNS,
+            if mode == Mode::Smoke {
+                100
+            } else {
+                scenarios::COST_REQUESTS
+            }
+        );
+        println!("\n## {title}\n\n{about}\n\n{table}");
+        let md = format!("# {title}\n\n{}\n\n{about}\n\n{table}", stamp.line());
+        std::fs::write(out.join("cost.md"), md).map_err(|e| e.to_string())?;
+        let bars: Vec<(String, Option<f64>, bool)> = costs
+            .iter()
+            .map(|c| (c.rung.clone(), c.cpu_us_per_req, false))
+            .collect();
+        if let Err(e) = charts::bars(&out.join("cost.svg"), "Server CPU per request", "µs", &bars)
+        {
+            eprintln!("bench: chart cost: {e}");
+        }
+        index += &format!("- [{title}](cost.md) — ![chart](cost.svg)\n");
+    }
+    std::fs::write(out.join("README.md"), index).map_err(|e| e.to_string())?;
+    let raw = json!({
+        "schema": 1,
+        "stamp": stamp.json(),
+        "mode": format!("{mode:?}").to_lowercase(),
+        "rows": rows.iter().map(Row::json).collect::<Vec<_>>(),
+        "costs": costs.iter().map(Cost::json).collect::<Vec<_>>(),
+    });
+    std::fs::write(
+        out.join("results.json"),
+        serde_json::to_string_pretty(&raw).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    if write_readmes {
+        write_readme_blocks(stamp, &all_titles, rows, costs)?;
+    }
+    Ok(())
+}
+
+/// Each rung's README: its own row in every scenario, and its cost beside its neighbours'.
+/// The root README: the headline table and a chart.
+fn write_readme_blocks(
+    stamp: &machine::Stamp,
+    titles: &[(String, String)],
+    rows: &[Row],
+    costs: &[Cost],
+) -> Result<(), String> {
+    for (i, cost) in costs.iter().enumerate() {
+        let krate = &cost.rung;
+        let mut body = format!(
+            "{}\n\n| scenario | throughput | p50 | p99 | max | errors / notes | server CPU | peak memory (PSS) | threads |\n|---|--:|--:|--:|--:|---|--:|--:|--:|\n",
+            stamp.line()
+        );
+        for (id, title) in titles {
+            if let Some(r) = rows.iter().find(|r| &r.rung == krate && &r.scenario == id) {
+                let line = results::scenario_table(&[r], false);
+                // The single data row of that table, with the scenario's title instead of the name.
+                if let Some(data) = line.lines().nth(2) {
+                    let cells: Vec<&str> = data.split('|').collect();
+                    body += &format!(
+                        "| {title} |{}|\n",
+                        cells[2..cells.len().saturating_sub(2)].join("|")
+                    );
+                }
+            }
+        }
+        let neighbours: Vec<&Cost> = costs[i.saturating_sub(1)..(i + 2).min(costs.len())]
+            .iter()
+            .collect();
+        body += &format!(
+            "\nWhat one request costs here, beside the neighbouring rungs (fixed workload: HTTP keep-alive, {} connections × {} requests):\n\n{}",
+            scenarios::COST_CONNS,
+            scenarios::COST_REQUESTS,
+            results::cost_table(&neighbours)
+        );
+        body += "\nEvery rung, every scenario, with charts: [docs/results](../docs/results/README.md).\n";
+        let path = root().join(krate).join("README.md");
+        match readme::rewrite(&path, "bench", &body) {
+            Ok(true) => {}
+            Ok(false) => eprintln!("bench: {} has no bench block markers", path.display()),
+            Err(e) => eprintln!("bench: {}: {e}", path.display()),
+        }
+    }
+    // Root README headline: throughput in the main scenarios and the cost columns.
+    let cols = ["http-ka-100", "http-close-10", "echo-1k"];
+    let mut body = format!(
+        "{}\n\n| server | HTTP keep-alive, 100 conns | HTTP close, 10 conns | echo, 1k conns × 100 | CPU per request | memory per idle conn |\n|---|--:|--:|--:|--:|--:|\n",
+        stamp.line()
+    );
+    let mut names: Vec<(String, bool)> = Vec::new();
+    for r in rows {
+        if !names.iter().any(|(n, _)| n == &r.rung) {
+            names.push((r.rung.clone(), r.anchor));
+        }
+    }
+    for (name, anchor) in names {
+        let cell = |id: &str| {
+            rows.iter()
+                .find(|r| r.rung == name && r.scenario == id)
+                .map_or("–".into(), |r| r.rate_cell())
+        };
+        let cost = costs.iter().find(|c| c.rung == name);
+        let shown = if anchor {
+            format!("*{name}*")
+        } else {
+            format!("[`{name}`]({name}/)")
+        };
+        body += &format!(
+            "| {shown} | {} | {} | {} | {} | {} |\n",
+            cell(cols[0]),
+            cell(cols[1]),
+            cell(cols[2]),
+            cost.and_then(|c| c.cpu_us_per_req)
+                .map_or("–".into(), |v| format!("{v:.1} µs")),
+            cost.and_then(|c| c.bytes_per_idle_conn)
+                .map_or("–".into(), |b| format!("{} B", results::thousands(b))),
+        );
+    }
+    body += "\n![HTTP keep-alive, 100 connections](docs/results/http-ka-100.svg)\n\nAll scenarios and the per-request costs: [docs/results](docs/results/README.md).\n";
+    let path = root().join("README.md");
+    match readme::rewrite(&path, "bench-headline", &body) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err("README.md has no bench-headline block markers".into()),
+        Err(e) => Err(format!("README.md: {e}")),
+    }
+}

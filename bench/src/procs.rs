@@ -1,0 +1,309 @@
+//! Every process the harness starts lives in a process group of its own, registered here, so
+//! that it is killed when its run ends, when the harness fails, and on Ctrl-C: no server or
+//! client is ever left behind.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, killpg, pthread_sigmask};
+use nix::unistd::Pid;
+
+use crate::procfs;
+
+static GROUPS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+/// Records a process group the harness started, so Ctrl-C kills it.
+pub fn register(pgid: i32) {
+    GROUPS.lock().unwrap_or_else(|p| p.into_inner()).push(pgid);
+}
+
+/// Kills a process group the harness started and forgets it.
+pub fn kill_group(pgid: i32) {
+    let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    GROUPS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|&g| g != pgid);
+}
+
+/// Ctrl-C or SIGTERM: kill every group we started, then exit 130. Call before any thread starts
+/// (the blocked mask is inherited).
+pub fn kill_all_on_signal() {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    if pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None).is_err() {
+        return;
+    }
+    std::thread::spawn(move || {
+        let sig = set.wait().unwrap_or(Signal::SIGINT);
+        let groups = GROUPS.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for g in groups {
+            let _ = killpg(Pid::from_raw(g), Signal::SIGKILL);
+        }
+        eprintln!("\nbench: {sig}: stopped every server and client it had started");
+        std::process::exit(130);
+    });
+}
+
+fn spawn_in_group(cmd: &mut Command) -> std::io::Result<Child> {
+    let child = cmd
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    register(child.id() as i32);
+    Ok(child)
+}
+
+fn drain(mut from: impl Read + Send + 'static) -> Arc<Mutex<Vec<u8>>> {
+    let into = Arc::new(Mutex::new(Vec::new()));
+    let sink = into.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        while let Ok(n @ 1..) = from.read(&mut buf) {
+            sink.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend_from_slice(&buf[..n]);
+        }
+    });
+    into
+}
+
+fn text(buf: &Arc<Mutex<Vec<u8>>>) -> String {
+    String::from_utf8_lossy(&buf.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+}
+
+/// A finished (or killed) client run.
+#[derive(Debug)]
+pub struct Finished {
+    pub timed_out: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs a command to completion in its own process group, killed after `limit`.
+pub fn run_bounded(cmd: &mut Command, limit: Duration) -> std::io::Result<Finished> {
+    let t0 = Instant::now();
+    let mut child = spawn_in_group(cmd)?;
+    let pgid = child.id() as i32;
+    let (out, err) = (
+        drain(child.stdout.take().expect("piped")),
+        drain(child.stderr.take().expect("piped")),
+    );
+    let mut timed_out = false;
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        if t0.elapsed() > limit {
+            timed_out = true;
+            kill_group(pgid);
+            let _ = child.wait();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    kill_group(pgid); // anything the command left behind in its group
+    std::thread::sleep(Duration::from_millis(20)); // let the drain threads read the last bytes
+    Ok(Finished {
+        timed_out,
+        stdout: text(&out),
+        stderr: text(&err),
+    })
+}
+
+/// A server under measurement: started, sampled, stopped, always killed.
+pub struct ServerRun {
+    child: Child,
+    pub pgid: i32,
+    pub addr: SocketAddr,
+    stdout: Arc<Mutex<Vec<u8>>>,
+    /// Drained all the time, so a server that logs never blocks on a full pipe.
+    _stderr: Arc<Mutex<Vec<u8>>>,
+    sampler: Option<Sampling>,
+}
+
+/// Peak memory, threads and processes of a process group, sampled every 100 ms on a thread
+/// of its own until stopped.
+pub struct Sampling {
+    stop: mpsc::Sender<()>,
+    peak: Arc<Mutex<procfs::Sample>>,
+}
+
+impl Sampling {
+    pub fn start(pgid: i32) -> Sampling {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let peak = Arc::new(Mutex::new(procfs::sample(pgid)));
+        let p = peak.clone();
+        std::thread::spawn(move || {
+            while stopped.recv_timeout(Duration::from_millis(100)).is_err() {
+                let s = procfs::sample(pgid);
+                let mut peak = p.lock().unwrap_or_else(|e| e.into_inner());
+                peak.pss_kib = peak.pss_kib.max(s.pss_kib);
+                peak.threads = peak.threads.max(s.threads);
+                peak.processes = peak.processes.max(s.processes);
+            }
+        });
+        Sampling { stop, peak }
+    }
+
+    /// Stops sampling and returns the peaks.
+    pub fn stop(self) -> procfs::Sample {
+        let _ = self.stop.send(());
+        *self.peak.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+pub use procfs::group_cpu;
+
+/// How a server ended.
+#[derive(Debug)]
+pub struct Stopped {
+    /// Exited before we asked it to (status), i.e. crashed.
+    pub crashed: Option<String>,
+    /// The summary printed on SIGTERM.
+    pub summary: String,
+    pub peak: procfs::Sample,
+}
+
+impl ServerRun {
+    /// Starts `bin args… --addr 127.0.0.1:0` and reads its start-up line.
+    pub fn start(bin: &str, args: &[String]) -> Result<ServerRun, String> {
+        let mut child =
+            spawn_in_group(Command::new(bin).args(args).args(["--addr", "127.0.0.1:0"]))
+                .map_err(|e| format!("cannot start {bin}: {e}"))?;
+        let pgid = child.id() as i32;
+        let stderr = drain(child.stderr.take().expect("piped"));
+        let mut out = child.stdout.take().expect("piped");
+        // Read the start-up line byte by byte: we must not swallow what follows it.
+        let (tx, rx) = mpsc::channel();
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let rest = stdout.clone();
+        std::thread::spawn(move || {
+            let mut line = Vec::new();
+            let mut b = [0u8; 1];
+            while let Ok(1) = out.read(&mut b) {
+                if b[0] == b'\n' {
+                    break;
+                }
+                line.push(b[0]);
+            }
+            let _ = tx.send(String::from_utf8_lossy(&line).into_owned());
+            let mut buf = [0u8; 8192];
+            while let Ok(n @ 1..) = out.read(&mut buf) {
+                rest.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend_from_slice(&buf[..n]);
+            }
+        });
+        let line = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
+        let Some((addr, _, _)) = conformance::server::parse_listening_line(&line) else {
+            kill_group(pgid);
+            let _ = child.wait();
+            return Err(format!(
+                "{bin} printed no start-up line: {:?} {}",
+                line,
+                text(&stderr).trim()
+            ));
+        };
+        Ok(ServerRun {
+            child,
+            pgid,
+            addr,
+            stdout,
+            _stderr: stderr,
+            sampler: None,
+        })
+    }
+
+    /// Starts sampling memory and threads (after warm-up, so the baseline is the idle server).
+    pub fn start_sampling(&mut self) {
+        self.sampler = Some(Sampling::start(self.pgid));
+    }
+
+    /// Asks the server to stop (SIGTERM), collects its summary, and kills the group regardless.
+    pub fn stop(mut self) -> Stopped {
+        let peak = self
+            .sampler
+            .take()
+            .map_or_else(|| procfs::sample(self.pgid), Sampling::stop);
+        let crashed = match self.child.try_wait() {
+            Ok(Some(status)) => Some(status.to_string()),
+            _ => None,
+        };
+        if crashed.is_none() {
+            let _ = nix::sys::signal::kill(Pid::from_raw(self.pgid), Signal::SIGTERM);
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_secs(5) {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        kill_group(self.pgid);
+        let _ = self.child.wait();
+        std::thread::sleep(Duration::from_millis(30));
+        Stopped {
+            crashed,
+            summary: text(&self.stdout),
+            peak,
+        }
+    }
+}
+
+impl Drop for ServerRun {
+    fn drop(&mut self) {
+        kill_group(self.pgid);
+        let _ = self.child.wait();
+    }
+}
+
+/// A `label: value` line of a server summary.
+pub fn summary_value<'a>(summary: &'a str, label: &str) -> Option<&'a str> {
+    summary
+        .lines()
+        .find_map(|l| l.strip_prefix(label)?.strip_prefix(": "))
+}
+
+/// `context switches: voluntary V involuntary I, children voluntary v involuntary i` → total.
+pub fn context_switches(summary: &str) -> Option<u64> {
+    let v = summary_value(summary, "context switches")?;
+    let nums: Vec<u64> = v
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    (nums.len() == 4).then(|| nums.iter().sum())
+}
+
+/// `CPU seconds: user U sys S, children user u sys s` → U + S + u + s.
+pub fn summary_cpu(summary: &str) -> Option<f64> {
+    let v = summary_value(summary, "CPU seconds")?;
+    let nums: Vec<f64> = v
+        .split_whitespace()
+        .filter_map(|w| w.trim_end_matches(',').parse().ok())
+        .collect();
+    (nums.len() == 4).then(|| nums.iter().sum())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_summary_lines() {
+        let s = "requests served: 20\nCPU seconds: user 0.120 sys 0.300, children user 0.010 sys 0.020\n\
+                 context switches: voluntary 100 involuntary 5, children voluntary 7 involuntary 1\n";
+        assert_eq!(summary_value(s, "requests served"), Some("20"));
+        assert!((summary_cpu(s).unwrap() - 0.45).abs() < 1e-9);
+        assert_eq!(context_switches(s), Some(113));
+        assert_eq!(summary_cpu("nothing"), None);
+    }
+}

@@ -1,0 +1,260 @@
+//! One measurement per (rung, scenario), and the tables made from them. Every cell is filled:
+//! a server that cannot do a scenario gets an honest word ("refused 9,012", "timed out",
+//! "crashed"), never a blank.
+
+use serde_json::{Value, json};
+
+/// How a run went, as the table says it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Verdict {
+    Ok,
+    /// Finished, but some messages failed: the cell says which and how many.
+    Errors(String),
+    /// The scenario's hard time bound expired.
+    TimedOut,
+    /// The server exited by itself.
+    Crashed(String),
+    /// The harness could not run it at all (start failed, client missing…).
+    Failed(String),
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Row {
+    pub rung: String,
+    /// A reference server (nginx) rather than a lesson.
+    pub anchor: bool,
+    pub scenario: String,
+    pub verdict: Option<Verdict>,
+    /// Completed requests or messages per second.
+    pub rate: Option<f64>,
+    pub unit: &'static str,
+    pub p50_us: Option<f64>,
+    pub p99_us: Option<f64>,
+    pub max_us: Option<f64>,
+    pub errors: u64,
+    /// Connections that completed at least one message, of those opened.
+    pub served_conns: Option<(u64, u64)>,
+    pub completed: Option<u64>,
+    pub server_cpu_s: Option<f64>,
+    pub peak_pss_kib: Option<u64>,
+    pub peak_threads: Option<u64>,
+    pub peak_processes: Option<u64>,
+    pub client_cpu_s: Option<f64>,
+    /// From the server's summary.
+    pub requests_served: Option<u64>,
+    pub context_switches: Option<u64>,
+    /// wrk's requests/s on the same scenario, when wrk ran too.
+    pub wrk_rate: Option<f64>,
+    /// Memory per held idle connection, bytes (hold scenario).
+    pub bytes_per_conn: Option<f64>,
+    /// Threads added per held idle connection (hold scenario).
+    pub threads_per_conn: Option<f64>,
+    /// Syscalls per request, from strace -c -f (full mode, cost scenario).
+    pub syscalls_per_req: Option<f64>,
+    /// The client's raw JSON, kept in results.json.
+    pub client_json: Option<Value>,
+}
+
+/// Thousands separators: 12345.6 → "12,346".
+pub fn thousands(x: f64) -> String {
+    let n = x.round() as i64;
+    let s = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 { format!("-{out}") } else { out }
+}
+
+fn us(x: Option<f64>) -> String {
+    match x {
+        Some(v) if v >= 10_000.0 => format!("{:.0} ms", v / 1000.0),
+        Some(v) if v >= 1000.0 => format!("{:.1} ms", v / 1000.0),
+        Some(v) => format!("{v:.0} µs"),
+        None => "–".into(),
+    }
+}
+
+fn mib(kib: Option<u64>) -> String {
+    kib.map_or("–".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
+}
+
+impl Row {
+    /// The main cell: the rate, or what went wrong instead.
+    pub fn rate_cell(&self) -> String {
+        match &self.verdict {
+            Some(Verdict::TimedOut) => "timed out".into(),
+            Some(Verdict::Crashed(s)) => format!("crashed ({s})"),
+            Some(Verdict::Failed(s)) => format!("failed: {s}"),
+            _ => self
+                .rate
+                .map_or("–".into(), |r| format!("{} {}", thousands(r), self.unit)),
+        }
+    }
+
+    /// Errors, starvation and refusals, in words.
+    pub fn notes_cell(&self) -> String {
+        let mut notes = Vec::new();
+        if let Some(Verdict::Errors(s)) = &self.verdict {
+            notes.push(s.clone());
+        }
+        if let Some((served, total)) = self.served_conns
+            && served < total
+        {
+            notes.push(format!(
+                "{} of {} conns served",
+                thousands(served as f64),
+                thousands(total as f64)
+            ));
+        }
+        if notes.is_empty() {
+            "ok".into()
+        } else {
+            notes.join("; ")
+        }
+    }
+
+    pub fn json(&self) -> Value {
+        json!({
+            "rung": self.rung, "anchor": self.anchor, "scenario": self.scenario,
+            "verdict": format!("{:?}", self.verdict), "rate": self.rate, "unit": self.unit,
+            "p50_us": self.p50_us, "p99_us": self.p99_us, "max_us": self.max_us,
+            "errors": self.errors, "notes": self.notes_cell(),
+            "served_conns": self.served_conns.map(|(a, b)| json!([a, b])),
+            "completed": self.completed, "server_cpu_s": self.server_cpu_s,
+            "peak_pss_kib": self.peak_pss_kib, "peak_threads": self.peak_threads,
+            "peak_processes": self.peak_processes, "client_cpu_s": self.client_cpu_s,
+            "requests_served": self.requests_served, "context_switches": self.context_switches,
+            "wrk_rate": self.wrk_rate, "bytes_per_conn": self.bytes_per_conn,
+            "threads_per_conn": self.threads_per_conn,
+            "syscalls_per_req": self.syscalls_per_req, "client": self.client_json,
+        })
+    }
+}
+
+/// A markdown table of one scenario's rows.
+pub fn scenario_table(rows: &[&Row], with_wrk: bool) -> String {
+    let mut s = String::from(
+        "| server | throughput | p50 | p99 | max | errors / notes | server CPU | peak memory (PSS) | threads | client CPU |",
+    );
+    if with_wrk {
+        s += " wrk |";
+    }
+    s += "\n|---|--:|--:|--:|--:|---|--:|--:|--:|--:|";
+    if with_wrk {
+        s += "--:|";
+    }
+    s += "\n";
+    for r in rows {
+        let name = if r.anchor {
+            format!("*{}*", r.rung)
+        } else {
+            format!("`{}`", r.rung)
+        };
+        s += &format!(
+            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.rate_cell(),
+            us(r.p50_us),
+            us(r.p99_us),
+            us(r.max_us),
+            r.notes_cell(),
+            r.server_cpu_s.map_or("–".into(), |c| format!("{c:.2} s")),
+            mib(r.peak_pss_kib),
+            r.peak_threads.map_or("–".into(), |t| thousands(t as f64)),
+            r.client_cpu_s.map_or("–".into(), |c| format!("{c:.2} s")),
+        );
+        if with_wrk {
+            s += &format!(
+                " {} |",
+                r.wrk_rate
+                    .map_or("–".into(), |w| format!("{} req/s", thousands(w)))
+            );
+        }
+        s += "\n";
+    }
+    s
+}
+
+/// What one request costs on each rung: the table that explains the others.
+#[derive(Clone, Debug, Default)]
+pub struct Cost {
+    pub rung: String,
+    pub cpu_us_per_req: Option<f64>,
+    pub switches_per_req: Option<f64>,
+    pub syscalls_per_req: Option<f64>,
+    pub bytes_per_idle_conn: Option<f64>,
+    pub threads_per_idle_conn: Option<f64>,
+    pub note: String,
+}
+
+impl Cost {
+    pub fn json(&self) -> Value {
+        json!({
+            "rung": self.rung, "cpu_us_per_req": self.cpu_us_per_req,
+            "switches_per_req": self.switches_per_req, "syscalls_per_req": self.syscalls_per_req,
+            "bytes_per_idle_conn": self.bytes_per_idle_conn,
+            "threads_per_idle_conn": self.threads_per_idle_conn, "note": self.note,
+        })
+    }
+}
+
+pub fn cost_table(costs: &[&Cost]) -> String {
+    let f = |x: Option<f64>, d: usize| x.map_or("–".into(), |v| format!("{v:.d$}"));
+    let mut s = String::from(
+        "| server | server CPU per request | context switches per request | syscalls per request | memory per idle connection | threads per idle connection |\n|---|--:|--:|--:|--:|--:|\n",
+    );
+    for c in costs {
+        let mem = c.bytes_per_idle_conn.map_or("–".into(), |b| {
+            if b >= 10_240.0 {
+                format!("{:.0} KiB", b / 1024.0)
+            } else {
+                format!("{} B", thousands(b))
+            }
+        });
+        s += &format!(
+            "| `{}` | {} | {} | {} | {mem} | {} |\n",
+            c.rung,
+            c.cpu_us_per_req
+                .map_or("–".into(), |v| format!("{v:.1} µs")),
+            f(c.switches_per_req, 2),
+            f(c.syscalls_per_req, 1),
+            f(c.threads_per_idle_conn, 2),
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_groups_digits() {
+        assert_eq!(thousands(0.0), "0");
+        assert_eq!(thousands(999.4), "999");
+        assert_eq!(thousands(1000.0), "1,000");
+        assert_eq!(thousands(1234567.0), "1,234,567");
+        assert_eq!(thousands(-12345.0), "-12,345");
+    }
+
+    #[test]
+    fn cells_are_never_blank() {
+        let mut r = Row {
+            rung: "x".into(),
+            scenario: "s".into(),
+            unit: "req/s",
+            ..Row::default()
+        };
+        assert_eq!(r.rate_cell(), "–");
+        r.verdict = Some(Verdict::TimedOut);
+        assert_eq!(r.rate_cell(), "timed out");
+        r.verdict = Some(Verdict::Errors("refused 9,012".into()));
+        r.rate = Some(1500.0);
+        r.served_conns = Some((1, 10));
+        assert_eq!(r.rate_cell(), "1,500 req/s");
+        assert_eq!(r.notes_cell(), "refused 9,012; 1 of 10 conns served");
+    }
+}

@@ -1,0 +1,282 @@
+//! One measurement: start the server (or nginx), sample it, drive it with the client, stop it,
+//! and turn what happened into a row. Every run gets a fresh server, so no run inherits another's
+//! connections, caches or leaks.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::client::{self, ClientOutcome};
+use crate::procs::{self, ServerRun};
+use crate::results::{Cost, Row, Verdict};
+use crate::scenarios::{Load, Mode, Proto, Scenario};
+
+/// What is measured: a lesson binary, or nginx with N workers.
+pub enum Subject<'a> {
+    Rung { krate: &'a str, bin: &'a Path },
+    Nginx { workers: u32 },
+}
+
+impl Subject<'_> {
+    pub fn name(&self) -> String {
+        match self {
+            Subject::Rung { krate, .. } => krate.to_string(),
+            Subject::Nginx { workers: 1 } => "nginx (1 worker)".into(),
+            Subject::Nginx { workers } => format!("nginx ({workers} workers)"),
+        }
+    }
+}
+
+/// A started subject: its address, process group, and how to stop it.
+enum Running {
+    Server(ServerRun),
+    Nginx(crate::anchors::Nginx, procs::Sampling),
+}
+
+impl Running {
+    fn start(subject: &Subject, server_args: &[String]) -> Result<Running, String> {
+        match subject {
+            Subject::Rung { bin, .. } => {
+                let mut args = server_args.to_vec();
+                // Generous timeouts: a benchmark must not be cut short by the idle sweep.
+                args.extend(["--idle-timeout".into(), "600".into()]);
+                let mut s = ServerRun::start(&bin.to_string_lossy(), &args)?;
+                s.start_sampling();
+                Ok(Running::Server(s))
+            }
+            Subject::Nginx { workers } => {
+                let n = crate::anchors::Nginx::start(*workers)?;
+                let sampling = procs::Sampling::start(n.pgid);
+                Ok(Running::Nginx(n, sampling))
+            }
+        }
+    }
+
+    fn addr(&self) -> std::net::SocketAddr {
+        match self {
+            Running::Server(s) => s.addr,
+            Running::Nginx(n, _) => n.addr,
+        }
+    }
+
+    fn pgid(&self) -> i32 {
+        match self {
+            Running::Server(s) => s.pgid,
+            Running::Nginx(n, _) => n.pgid,
+        }
+    }
+
+    fn stop(self) -> procs::Stopped {
+        match self {
+            Running::Server(s) => s.stop(),
+            Running::Nginx(n, sampling) => {
+                let peak = sampling.stop();
+                drop(n);
+                procs::Stopped {
+                    crashed: None,
+                    summary: String::new(),
+                    peak,
+                }
+            }
+        }
+    }
+}
+
+fn base_row(subject: &Subject, scenario: &str, unit: &'static str) -> Row {
+    Row {
+        rung: subject.name(),
+        anchor: matches!(subject, Subject::Nginx { .. }),
+        scenario: scenario.to_string(),
+        unit,
+        ..Row::default()
+    }
+}
+
+fn unit_of(load: &Load) -> &'static str {
+    match load {
+        Load::Closed {
+            proto: Proto::Http, ..
+        } => "req/s",
+        _ => "msg/s",
+    }
+}
+
+fn fill_from_client(row: &mut Row, c: &ClientOutcome) {
+    row.rate = c.rate;
+    row.p50_us = c.p50_us;
+    row.p99_us = c.p99_us;
+    row.max_us = c.max_us;
+    row.errors = c.errors;
+    row.served_conns = c.served_conns;
+    row.completed = c.completed;
+    row.client_cpu_s = c.client_cpu_s;
+    row.client_json = c.json.clone();
+}
+
+fn verdict(stopped: &procs::Stopped, c: Option<&ClientOutcome>) -> Verdict {
+    if let Some(status) = &stopped.crashed {
+        return Verdict::Crashed(status.clone());
+    }
+    match c {
+        Some(c) if c.timed_out => Verdict::TimedOut,
+        Some(c) if c.errors > 0 => Verdict::Errors(c.error_text.clone()),
+        Some(c) if c.failure.is_some() => Verdict::Failed(c.failure.clone().unwrap_or_default()),
+        _ => Verdict::Ok,
+    }
+}
+
+/// A load scenario: throughput, latency, errors, server CPU and memory, client CPU.
+pub fn load(subject: &Subject, sc: &Scenario, echo_client: &Path, wrk: bool) -> Row {
+    let mut row = base_row(subject, sc.id, unit_of(&sc.load));
+    let running = match Running::start(subject, &sc.server_args) {
+        Ok(r) => r,
+        Err(e) => {
+            row.verdict = Some(Verdict::Failed(e));
+            return row;
+        }
+    };
+    let cpu0 = procs::group_cpu(running.pgid());
+    let c = client::echo_client(echo_client, running.addr(), &sc.load, sc.limit);
+    row.server_cpu_s = Some(procs::group_cpu(running.pgid()) - cpu0);
+    let stopped = running.stop();
+    fill_from_client(&mut row, &c);
+    row.peak_pss_kib = Some(stopped.peak.pss_kib);
+    row.peak_threads = Some(stopped.peak.threads);
+    row.peak_processes = Some(stopped.peak.processes);
+    row.requests_served =
+        procs::summary_value(&stopped.summary, "requests served").and_then(|v| v.parse().ok());
+    row.context_switches = procs::context_switches(&stopped.summary);
+    row.verdict = Some(verdict(&stopped, Some(&c)));
+
+    if wrk && sc.with_wrk && client::wrk_installed() {
+        // A fresh server for wrk, so the two clients never share a server's state.
+        if let Ok(running) = Running::start(subject, &sc.server_args) {
+            row.wrk_rate = client::wrk(running.addr(), &sc.load, sc.limit).and_then(|w| w.rate);
+            let _ = running.stop();
+        }
+    }
+    row
+}
+
+/// Holds idle connections: memory and threads per connection, beyond the idle server's own.
+pub fn hold(subject: &Subject, conns: u32, echo_client: &Path) -> Row {
+    let mut row = base_row(subject, "hold", "conns");
+    // The holding test checks each connection with one echo at the end: the server speaks echo.
+    let running = match Running::start(subject, &["--proto".into(), "echo".into()]) {
+        Ok(r) => r,
+        Err(e) => {
+            row.verdict = Some(Verdict::Failed(e));
+            return row;
+        }
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let before = crate::procfs::sample(running.pgid());
+    let load = Load::Hold { conns, secs: 3 };
+    let c = client::echo_client(echo_client, running.addr(), &load, Duration::from_secs(120));
+    let stopped = running.stop();
+    fill_from_client(&mut row, &c);
+    row.peak_pss_kib = Some(stopped.peak.pss_kib);
+    row.peak_threads = Some(stopped.peak.threads);
+    row.peak_processes = Some(stopped.peak.processes);
+    // Divide by the connections the *server* held at once (its own summary), not by what the
+    // client asked for: lesson 1 holds one and leaves the rest in the kernel's accept queue.
+    let held = procs::summary_value(&stopped.summary, "peak concurrent connections")
+        .and_then(|v| v.parse::<u64>().ok())
+        .or(c.held)
+        .unwrap_or(0);
+    if held > 0 {
+        row.bytes_per_conn =
+            Some(stopped.peak.pss_kib.saturating_sub(before.pss_kib) as f64 * 1024.0 / held as f64);
+        row.threads_per_conn =
+            Some(stopped.peak.threads.saturating_sub(before.threads) as f64 / held as f64);
+    }
+    row.rate = Some(held as f64);
+    row.verdict = Some(verdict(&stopped, Some(&c)));
+    row
+}
+
+/// The fixed small workload: CPU and context switches per request (and syscalls per request
+/// under strace in full mode).
+pub fn cost(subject: &Subject, mode: Mode, echo_client: &Path, hold_row: Option<&Row>) -> Cost {
+    let mut cost = Cost {
+        rung: subject.name(),
+        ..Cost::default()
+    };
+    let load = crate::scenarios::cost_load(mode);
+    match Running::start(subject, &[]) {
+        Ok(running) => {
+            let cpu0 = procs::group_cpu(running.pgid());
+            let c =
+                client::echo_client(echo_client, running.addr(), &load, Duration::from_secs(120));
+            let cpu_proc = procs::group_cpu(running.pgid()) - cpu0;
+            let stopped = running.stop();
+            let served = procs::summary_value(&stopped.summary, "requests served")
+                .and_then(|v| v.parse::<f64>().ok());
+            let requests = served
+                .or(c.completed.map(|n| n as f64))
+                .filter(|&n| n > 0.0);
+            // The summary's getrusage CPU has microsecond resolution (/proc counts 10 ms
+            // ticks); use it when the subject prints one.
+            let cpu = procs::summary_cpu(&stopped.summary).unwrap_or(cpu_proc);
+            if let Some(n) = requests {
+                cost.cpu_us_per_req = Some(cpu * 1e6 / n);
+                cost.switches_per_req =
+                    procs::context_switches(&stopped.summary).map(|s| s as f64 / n);
+            }
+            if c.errors > 0 || c.timed_out {
+                cost.note = format!(
+                    "client: {}",
+                    if c.timed_out {
+                        "timed out".into()
+                    } else {
+                        c.error_text.clone()
+                    }
+                );
+            }
+        }
+        Err(e) => cost.note = e,
+    }
+    if mode == Mode::Full && strace_installed() {
+        cost.syscalls_per_req = strace_calls(subject, &load, echo_client);
+    }
+    if let Some(h) = hold_row {
+        cost.bytes_per_idle_conn = h.bytes_per_conn;
+        cost.threads_per_idle_conn = h.threads_per_conn;
+    }
+    cost
+}
+
+fn strace_installed() -> bool {
+    Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Runs the cost workload under `strace -c -f` attached to every process of the server and
+/// returns syscalls per completed request.
+fn strace_calls(subject: &Subject, load: &Load, echo_client: &Path) -> Option<f64> {
+    let running = Running::start(subject, &[]).ok()?;
+    let out = std::env::temp_dir().join(format!("bench-strace-{}.txt", std::process::id()));
+    let mut cmd = Command::new("strace");
+    cmd.args(["-c", "-f", "-qq", "-o"]).arg(&out);
+    for pid in crate::procfs::group_pids(running.pgid()) {
+        cmd.args(["-p", &pid.to_string()]);
+    }
+    let mut strace = cmd.stderr(std::process::Stdio::null()).spawn().ok()?;
+    std::thread::sleep(Duration::from_millis(500)); // attach before the load starts
+    let c = client::echo_client(echo_client, running.addr(), load, Duration::from_secs(300));
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(strace.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    );
+    let _ = strace.wait();
+    let _ = running.stop();
+    let text = std::fs::read_to_string(&out).ok()?;
+    let _ = std::fs::remove_file(&out);
+    let total = text.lines().find(|l| l.trim_end().ends_with(" total"))?;
+    // % time, seconds, usecs/call, calls, [errors], "total"
+    let calls: f64 = total.split_whitespace().nth(3)?.parse().ok()?;
+    let n = c.completed? as f64;
+    (n > 0.0).then(|| calls / n)
+}
