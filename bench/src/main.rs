@@ -63,8 +63,23 @@ struct Args {
     no_build: bool,
 }
 
+/// The workspace root, found at run time: `cargo run` sets CARGO_MANIFEST_DIR (bench/); run
+/// directly, the binary looks upwards from the current directory for the `[workspace]`
+/// manifest. (A path compiled in would point at whichever checkout built the binary.)
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    if let Some(dir) = std::env::var_os("CARGO_MANIFEST_DIR") {
+        return PathBuf::from(dir).join("..");
+    }
+    let mut dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    loop {
+        let manifest = dir.join("Cargo.toml");
+        if std::fs::read_to_string(&manifest).is_ok_and(|m| m.contains("[workspace]")) {
+            return dir;
+        }
+        if !dir.pop() {
+            return PathBuf::from(".");
+        }
+    }
 }
 
 fn target_dir() -> PathBuf {
@@ -195,7 +210,12 @@ fn run_all(args: &Args) -> Result<(), String> {
             let mut hold = None;
             if wanted("hold") {
                 bar.set_message(format!("{} · hold", r.krate));
-                let h = run::hold(&subject, scenarios::hold_conns(mode), &echo_client);
+                let h = run::hold(
+                    &subject,
+                    scenarios::hold_conns(mode),
+                    scenarios::hold_secs(mode),
+                    &echo_client,
+                );
                 hold = Some(rows.len());
                 rows.push(h);
                 bar.inc(1);

@@ -159,7 +159,7 @@ pub fn load(subject: &Subject, sc: &Scenario, echo_client: &Path, wrk: bool) -> 
 }
 
 /// Holds idle connections: memory and threads per connection, beyond the idle server's own.
-pub fn hold(subject: &Subject, conns: u32, echo_client: &Path) -> Row {
+pub fn hold(subject: &Subject, conns: u32, secs: u32, echo_client: &Path) -> Row {
     let mut row = base_row(subject, "hold", "conns");
     // The holding test checks each connection with one echo at the end: the server speaks echo.
     let running = match Running::start(subject, &["--proto".into(), "echo".into()]) {
@@ -171,7 +171,7 @@ pub fn hold(subject: &Subject, conns: u32, echo_client: &Path) -> Row {
     };
     std::thread::sleep(Duration::from_millis(200));
     let before = crate::procfs::sample(running.pgid());
-    let load = Load::Hold { conns, secs: 3 };
+    let load = Load::Hold { conns, secs };
     let c = client::echo_client(echo_client, running.addr(), &load, Duration::from_secs(120));
     let stopped = running.stop();
     fill_from_client(&mut row, &c);

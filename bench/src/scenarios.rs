@@ -142,6 +142,15 @@ pub fn hold_conns(mode: Mode) -> u32 {
     }
 }
 
+/// How long the idle connections are held before each is checked.
+pub fn hold_secs(mode: Mode) -> u32 {
+    match mode {
+        Mode::Smoke => 1,
+        Mode::Quick => 3,
+        Mode::Full => 5,
+    }
+}
+
 /// The scenarios a mode runs, in table order.
 pub fn scenarios(mode: Mode) -> Vec<Scenario> {
     if mode == Mode::Smoke {
