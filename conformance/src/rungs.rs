@@ -128,7 +128,7 @@ pub const RUNGS: &[Rung] = &[
         krate: "nonblocking_busy_server",
         model: "O_NONBLOCK everywhere, one thread retrying every socket in a busy loop",
         caps: caps(Concurrency::Unbounded),
-        status: Status::Planned { issue: 5 },
+        status: Status::Done,
     },
     Rung {
         order: 8,
@@ -138,21 +138,21 @@ pub const RUNGS: &[Rung] = &[
             fd_limit: Some(1024),
             ..caps(Concurrency::Unbounded)
         },
-        status: Status::Planned { issue: 5 },
+        status: Status::Done,
     },
     Rung {
         order: 9,
         krate: "poll_server",
         model: "one thread, poll(2) readiness loop",
         caps: caps(Concurrency::Unbounded),
-        status: Status::Planned { issue: 5 },
+        status: Status::Done,
     },
     Rung {
         order: 10,
         krate: "epoll_et_server",
         model: "one thread, edge-triggered epoll(7) loop",
         caps: caps(Concurrency::Unbounded),
-        status: Status::Planned { issue: 5 },
+        status: Status::Done,
     },
     Rung {
         order: 11,

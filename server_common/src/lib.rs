@@ -7,6 +7,8 @@
 //! - [`proto`] and its HTTP half: the **sans-IO** protocol session — bytes in, bytes out, a
 //!   keep/close verdict — shared by every model;
 //! - [`blocking`]: the recv → session → send loop of the blocking models (lessons 1–6);
+//! - [`conn`]: the non-blocking connection state machine and connection table of the event
+//!   loops (lessons 7–10), answering *want read / want write*;
 //! - [`work`]: `--work` and `--delay-ms`, the simulated cost of a request;
 //! - [`stats`], [`report`], [`shutdown`]: the counters, the summary, and how SIGINT/SIGTERM
 //!   print it;
@@ -17,6 +19,7 @@
 
 pub mod blocking;
 pub mod cli;
+pub mod conn;
 pub mod error;
 mod http;
 pub mod log;

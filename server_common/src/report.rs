@@ -23,14 +23,16 @@ pub fn write_summary(
         "summary: {crate_name} pid {} stopped by {cause} after {elapsed:.2} s",
         std::process::id()
     )?;
-    // One read of the per-worker accept counters serves both lines, so they always agree even
-    // while workers are still accepting as we print.
+    // The peak first, then one read of the per-worker accept counters for both accept lines:
+    // so `peak <= accepted` and `accepted == sum(per worker)` hold even while connections are
+    // still being accepted as we print (see Stats::accepted).
+    let peak = stats.peak();
     let per_worker = stats.per_worker(|c| &c.accepted);
     let accepted = per_worker
         .as_ref()
         .map_or_else(|| stats.total(|c| &c.accepted), |p| p.iter().sum());
     writeln!(out, "connections accepted: {accepted}")?;
-    writeln!(out, "peak concurrent connections: {}", stats.peak())?;
+    writeln!(out, "peak concurrent connections: {peak}")?;
     writeln!(out, "requests served: {}", stats.total(|c| &c.requests))?;
     writeln!(out, "error responses: {}", stats.total(|c| &c.errors))?;
     writeln!(out, "bytes echoed: {}", stats.total(|c| &c.bytes))?;

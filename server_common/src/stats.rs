@@ -7,7 +7,7 @@
 //! own cache line, so two cores serving requests never fight over one counter.
 
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
 use std::time::Instant;
 
 use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous};
@@ -89,10 +89,15 @@ impl Stats {
     }
 
     /// Counts one accepted connection for worker `i` and marks it live until the guard drops.
+    ///
+    /// At every instant `peak <= accepted`: the accept is counted first, and the peak is
+    /// raised with Release ordering, so a reader that loads the peak with Acquire (see
+    /// [`Stats::peak`]) and *then* reads the accept counters sees at least that many accepts —
+    /// the summary stays consistent while connections are still arriving.
     pub fn accepted(&'static self, i: usize) -> LiveConn {
         self.slots[i].accepted.fetch_add(1, Relaxed);
         let now = self.live.0.fetch_add(1, Relaxed) + 1;
-        self.peak.0.fetch_max(now, Relaxed);
+        self.peak.0.fetch_max(now, Release);
         LiveConn { stats: self }
     }
 
@@ -100,8 +105,9 @@ impl Stats {
         self.live.0.load(Relaxed)
     }
 
+    /// The most connections open at once so far. Read it *before* the accept counters.
     pub fn peak(&self) -> u64 {
-        self.peak.0.load(Relaxed)
+        self.peak.0.load(Acquire)
     }
 
     pub fn started(&self) -> Instant {
