@@ -221,6 +221,13 @@ pub fn scenarios(mode: Mode) -> Vec<Scenario> {
         0,
         120,
     ));
+    // Issue 7's comparison with tokio: a few busy connections, many messages each.
+    let n = if full { 5_000 } else { 1_000 };
+    let title = format!(
+        "echo, 100 connections × {} messages",
+        crate::results::thousands(f64::from(n))
+    );
+    v.push(echo("echo-100", title, 100, n, 0, 120));
     if full {
         v.push(echo(
             "echo-10k",

@@ -158,7 +158,7 @@ pub const RUNGS: &[Rung] = &[
         order: 11,
         krate: "multi_epoll_server",
         model: "N epoll loops with SO_REUSEPORT listeners, in threads or processes",
-        caps: caps(Concurrency::Unbounded),
+        caps: Caps { workers: true, ..caps(Concurrency::Unbounded) },
         status: Status::Planned { issue: 7 },
     },
     Rung {
