@@ -40,9 +40,9 @@ pub const OK_KEEP_ALIVE_10: &[u8] = ok_response!("Connection: keep-alive\r\n", "
 /// `200 OK` after which the server closes.
 pub const OK_CLOSE: &[u8] = ok_response!("Connection: close\r\n", "Hello, world!\n");
 /// The same three for `HEAD`: same header block, no body.
-const HEAD_KEEP_ALIVE: &[u8] = ok_response!("", "");
-const HEAD_KEEP_ALIVE_10: &[u8] = ok_response!("Connection: keep-alive\r\n", "");
-const HEAD_CLOSE: &[u8] = ok_response!("Connection: close\r\n", "");
+pub const HEAD_KEEP_ALIVE: &[u8] = ok_response!("", "");
+pub const HEAD_KEEP_ALIVE_10: &[u8] = ok_response!("Connection: keep-alive\r\n", "");
+pub const HEAD_CLOSE: &[u8] = ok_response!("Connection: close\r\n", "");
 
 /// Sent before reading a body the client offered to hold back (`Expect: 100-continue`).
 pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";

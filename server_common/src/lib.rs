@@ -21,6 +21,8 @@ pub mod blocking;
 pub mod cli;
 pub mod conn;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 pub mod log;
 pub mod net;
@@ -32,7 +34,10 @@ pub mod work;
 
 /// The HTTP response bytes, for tests and clients that check exact bytes.
 pub mod responses {
-    pub use crate::http::{BODY, CONTINUE, MAX_HEAD, OK_CLOSE, OK_KEEP_ALIVE, OK_KEEP_ALIVE_10};
+    pub use crate::http::{
+        BODY, CONTINUE, HEAD_CLOSE, HEAD_KEEP_ALIVE, HEAD_KEEP_ALIVE_10, MAX_HEAD, OK_CLOSE,
+        OK_KEEP_ALIVE, OK_KEEP_ALIVE_10,
+    };
 }
 
 pub use error::{Context, SetupError, exit_with};
