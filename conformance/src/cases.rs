@@ -402,6 +402,18 @@ pub fn echo_half_close_flushes_then_closes(t: &Target) {
     assert_eq!(r.read_to_end(), (msg, End::Eof));
 }
 
+pub fn http_half_close_still_gets_its_answer(t: &Target) {
+    // The client sends a request and shuts down its sending side at once (as `nc -N` does):
+    // the request is complete, so it is answered, then the server closes.
+    let s = t.start(&[]);
+    let c = s.connect();
+    (&c).write_all(GET).expect("request");
+    c.shutdown(Shutdown::Write).expect("half-close");
+    let (bytes, end) = Conn::new(c).read_to_end();
+    assert_eq!(end, End::Eof);
+    assert_eq!(bytes, OK_KEEP_ALIVE, "the answer, then EOF");
+}
+
 // ─── §7: robustness ─────────────────────────────────────────────────────────────────────────
 
 pub fn reset_mid_request_leaves_the_server_serving(t: &Target) {
@@ -737,4 +749,47 @@ pub fn errors_are_logged_on_stderr_not_stdout(t: &Target) {
         "stdout holds only the summary: {:?}",
         stopped.stdout
     );
+}
+
+// ─── issue 8: faults (conformance/src/faults.rs), failing only on a contract violation ──────
+
+fn no_fail(what: &str, o: crate::faults::Outcome) {
+    eprintln!("{what}: {}", o.cell());
+    if let crate::faults::Outcome::Fail(why) = o {
+        panic!("{what}: {why}");
+    }
+}
+
+pub fn fault_emfile(t: &Target) {
+    no_fail("EMFILE", crate::faults::emfile(t));
+}
+
+pub fn fault_slow_clients(t: &Target) {
+    no_fail("slow clients", crate::faults::slow_clients(t));
+}
+
+pub fn fault_never_reading_echo_client(t: &Target) {
+    no_fail(
+        "never-reading echo client",
+        crate::faults::never_reading_echo(t),
+    );
+}
+
+pub fn fault_never_reading_http_client(t: &Target) {
+    no_fail(
+        "never-reading HTTP client",
+        crate::faults::never_reading_http(t),
+    );
+}
+
+pub fn fault_reset_storm(t: &Target) {
+    no_fail("reset storm", crate::faults::reset_storm(t));
+}
+
+pub fn fault_killed_worker(t: &Target) {
+    no_fail("killed worker", crate::faults::killed_worker(t));
+}
+
+pub fn fault_sigterm_under_load(t: &Target) {
+    no_fail("SIGTERM under load", crate::faults::sigterm_under_load(t));
 }

@@ -6,6 +6,7 @@
 
 pub mod cases;
 pub mod client;
+pub mod faults;
 pub mod rungs;
 pub mod server;
 pub mod summary;
@@ -81,6 +82,14 @@ macro_rules! suite {
             sigint_also_stops_cleanly,
             summary_counts_echoed_bytes,
             errors_are_logged_on_stderr_not_stdout,
+            http_half_close_still_gets_its_answer,
+            fault_emfile,
+            fault_slow_clients,
+            fault_never_reading_echo_client,
+            fault_never_reading_http_client,
+            fault_reset_storm,
+            fault_killed_worker,
+            fault_sigterm_under_load,
         );
     };
     (@cases $krate:literal; $($case:ident),* $(,)?) => {

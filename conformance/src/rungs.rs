@@ -27,6 +27,8 @@ pub struct Caps {
     /// The highest descriptor number it can watch, if lower than the process limit
     /// (select(2): FD_SETSIZE = 1024).
     pub fd_limit: Option<usize>,
+    /// Spins on the CPU by design, even idle (lesson 7): CPU checks don't apply.
+    pub busy_loop: bool,
 }
 
 /// Whether a rung exists yet.
@@ -58,6 +60,7 @@ const fn caps(concurrency: Concurrency) -> Caps {
         workers: false,
         threads: false,
         fd_limit: None,
+        busy_loop: false,
     }
 }
 
@@ -127,7 +130,10 @@ pub const RUNGS: &[Rung] = &[
         order: 7,
         krate: "nonblocking_busy_server",
         model: "O_NONBLOCK everywhere, one thread retrying every socket in a busy loop",
-        caps: caps(Concurrency::Unbounded),
+        caps: Caps {
+            busy_loop: true,
+            ..caps(Concurrency::Unbounded)
+        },
         status: Status::Done,
     },
     Rung {
@@ -158,7 +164,10 @@ pub const RUNGS: &[Rung] = &[
         order: 11,
         krate: "multi_epoll_server",
         model: "N epoll loops with SO_REUSEPORT listeners, in threads or processes",
-        caps: Caps { workers: true, ..caps(Concurrency::Unbounded) },
+        caps: Caps {
+            workers: true,
+            ..caps(Concurrency::Unbounded)
+        },
         status: Status::Planned { issue: 7 },
     },
     Rung {

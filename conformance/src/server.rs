@@ -63,12 +63,37 @@ fn collect(
 impl Server {
     /// Starts `bin` with `args` in a new process group and waits for its start-up line.
     pub fn start(bin: &str, args: &[&str]) -> Server {
-        let mut child = Command::new(bin)
-            .args(args)
+        Server::start_limited(bin, args, None)
+    }
+
+    /// As `start`, with RLIMIT_NOFILE lowered to `nofile` (soft and hard) in the server, to
+    /// provoke EMFILE with a handful of connections.
+    pub fn start_limited(bin: &str, args: &[&str], nofile: Option<u64>) -> Server {
+        let mut cmd = Command::new(bin);
+        cmd.args(args)
             .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(n) = nofile {
+            let lim = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            // SAFETY: the closure runs in the forked child before exec; setrlimit(2) is a plain
+            // syscall (async-signal-safe) on a value copied into the closure, and touches no
+            // lock or allocation of the parent's.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
         let pid = child.id() as i32;
@@ -253,6 +278,49 @@ pub fn live_processes_in_group(pgid: i32) -> Vec<i32> {
             f.len() > 2 && f[0] != "Z" && f[2].parse() == Ok(pgid)
         })
         .collect()
+}
+
+/// /proc/PID/stat fields after the command name (proc(5) field 3 is index 0).
+fn stat_fields(pid: i32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, after) = stat.rsplit_once(')')?;
+    Some(after.split_whitespace().map(str::to_string).collect())
+}
+
+/// CPU seconds used so far by the live processes of group `pgid`, their reaped children
+/// included (utime + stime + cutime + cstime).
+pub fn group_cpu_seconds(pgid: i32) -> f64 {
+    // SAFETY: sysconf only reads a constant of the running system.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    live_processes_in_group(pgid)
+        .into_iter()
+        .filter_map(stat_fields)
+        .map(|f| {
+            f[11..15]
+                .iter()
+                .filter_map(|v| v.parse::<f64>().ok())
+                .sum::<f64>()
+        })
+        .sum::<f64>()
+        / hz
+}
+
+/// Proportional memory (PSS, KiB) of the live processes of group `pgid`: shared pages split
+/// between the processes sharing them, so a forked child's copy-on-write pages count once.
+pub fn group_pss_kib(pgid: i32) -> u64 {
+    live_processes_in_group(pgid)
+        .into_iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok())
+        .filter_map(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("Pss:")?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+        })
+        .sum()
 }
 
 #[cfg(test)]
