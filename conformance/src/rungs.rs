@@ -175,7 +175,7 @@ pub const RUNGS: &[Rung] = &[
         krate: "tokio_server",
         model: "tokio: the production reference",
         caps: caps(Concurrency::Unbounded),
-        status: Status::Planned { issue: 7 },
+        status: Status::Done,
     },
     Rung {
         order: 13,

@@ -1,0 +1,290 @@
+//! # Lesson 12 — tokio, the production reference
+//!
+//! Lesson 3's code on lesson 10's engine, on every core. Each connection is a *task*: an
+//! `async fn`, written like the blocking loop of lessons 1–6, that the compiler turns into a
+//! state machine of a few hundred bytes. Where the loop would block, the task returns to the
+//! scheduler and its thread runs another. What lessons 7–11 wrote by hand — non-blocking
+//! sockets, epoll, EAGAIN, the ready list, the per-connection state machine, the timeouts — is
+//! underneath, in tokio and mio; this file is what is left.
+//!
+//! ```text
+//!              kernel                         this process: a tokio runtime, one worker per CPU
+//!   c1 ─► socket ─┐                 ┌─────────────────────────────────────────────────────────┐
+//!   c2 ─► socket ─┼─► epoll ───────►│ I/O driver: epoll_wait by an idle worker; each event    │
+//!   SYN ► listener┘   instance      │   wakes the task waiting on that socket (its waker)     │
+//!                     (mio, ET)     │ worker 1: LIFO slot + run queue ◄─ steal ─► worker 2 …  │
+//!                                   │   task accept_loop: accept().await → spawn(handle_conn) │
+//!                                   │   task handle_conn(c1): read.await → feed → write.await │
+//!                                   │ timer wheel: idle timeouts, the lingering close's limit │
+//!                                   └─────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! ## What to notice
+//! - `handle_conn` reads like `server_common::blocking::serve`, yet no thread blocks in it:
+//!   each `.await` on a socket is a non-blocking syscall, and on EAGAIN the task parks and its
+//!   thread moves on. Compare it with `server_common/src/conn.rs`, which tokio replaces.
+//! - Backpressure is free: the next read waits for the last write (`docs/contract.md` §4). So
+//!   is fairness: tokio's coop budget makes a task yield after 128 ready operations (lesson
+//!   10's `READS_PER_TURN`).
+//! - Not `#[tokio::main]`: its runtime, and its threads, would exist before our first line, and
+//!   the signal mask must be set before any thread is spawned (see lesson 1).
+//! - The price of convenience: an idle connection keeps its task and its 8 KiB read buffer;
+//!   lesson 10's is one slot of its table (the README has both measured).
+//!
+//! ## Where it breaks
+//! `--delay-ms` blocks a worker thread and the tasks queued behind it (tokio's answer is
+//! `spawn_blocking`); the coop budget does not preempt CPU-bound code (`--work`). Tasks move
+//! between threads, so whatever they share must be `Send + Sync`; lesson 11 keeps each
+//! connection on one loop and shares nothing. Lesson 13 (`io_uring_server`) drops readiness.
+//!
+//! ## Try it
+//! ```text
+//! cargo run --release -p tokio_server
+//! wrk -t2 -c100 -d10s http://127.0.0.1:8080/                    # and `top -H`: the workers
+//! cargo run --release -p tokio_server -- --proto echo --addr 127.0.0.1:9000
+//! cargo run --release -p echo_client -- --addr 127.0.0.1:9000 -c 100 -n 5000
+//! ```
+//!
+//! ## Compare with
+//! mini-redis's `server.rs` (the same accept loop, a task per connection); axum's `serve`
+//! (accept errors); lesson 10, `epoll_et_server`, for what tokio does; lesson 11,
+//! `multi_epoll_server`, for a loop per core without work stealing.
+
+use std::io;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use nix::errno::Errno;
+use server_common::blocking::READ_BUF;
+use server_common::cli::CommonArgs;
+use server_common::conn::ACCEPT_BACKOFF;
+use server_common::net::{self, Blocking, LINGER};
+use server_common::proto::{Flow, Session};
+use server_common::stats::{LiveConn, Stats};
+use server_common::{Context, SetupError, shutdown, warn_throttled};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const NAME: &str = env!("CARGO_PKG_NAME");
+
+// ─── args ───────────────────────────────────────────────────────────────────────────────────
+
+/// Lesson 12, tokio: a task per connection, written like blocking code, on a work-stealing
+/// runtime with one worker thread per CPU. tokio's epoll driver, scheduler and timer wheel do
+/// what lessons 7–11 did by hand.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+fn main() -> ExitCode {
+    server_common::exit_with(NAME, run(Args::parse()))
+}
+
+// ─── listen ─────────────────────────────────────────────────────────────────────────────────
+
+/// The contract's listener (lesson 1's syscalls; non-blocking, lesson 7), handed to tokio.
+/// Not tokio's `TcpListener::bind`: it listens with std's fixed backlog of 128, and `--backlog`
+/// is ours to honour. `from_std` registers it with the runtime's epoll (epoll_ctl ADD, once).
+fn listen(args: &CommonArgs) -> Result<TcpListener, SetupError> {
+    let listener = net::listener(args.addr, args.backlog, Blocking::No)?; // owned here
+    let listener = std::net::TcpListener::from(listener); // owned by std's type now
+    TcpListener::from_std(listener).context("cannot register the listener with tokio") // tokio's
+}
+
+// ─── the model ──────────────────────────────────────────────────────────────────────────────
+
+fn run(args: Args) -> Result<(), SetupError> {
+    let stats = Stats::new_shared(None);
+    stop_on_signal(stats)?; // first: every thread the runtime spawns inherits the signal mask
+    // One worker thread per CPU (tokio's default), each with its own run queue; an idle worker
+    // steals half of a busy one's. Whichever worker runs out of work sleeps in epoll_wait for
+    // all (lesson 10's loop), and a busy one checks it every 61 tasks. Lesson 11 has a loop per
+    // core too, but a connection stays on its loop for life; here it goes where a thread is free.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all() // the I/O driver (epoll) and the timer wheel
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let _inside = runtime.enter(); // `from_std` needs the runtime's epoll instance
+    let listener = listen(&args.common)?;
+    net::announce(NAME, &listener)?; // "listening on IP:PORT (tokio_server, pid N)"
+    // The accept loop is a task on a worker, not `block_on`'s future on this thread: a task
+    // spawned by a worker goes into that worker's LIFO slot and runs next, no thread woken.
+    let accepting = runtime.spawn(accept_loop(listener, args.common, stats));
+    runtime.block_on(accepting).context("the accept loop ended") // never: it loops for ever
+}
+
+async fn accept_loop(listener: TcpListener, args: CommonArgs, stats: &'static Stats) {
+    let (config, idle) = (args.session_config(), args.idle_timeout());
+    loop {
+        // accept4(2) with SOCK_NONBLOCK | SOCK_CLOEXEC (mio). The listener counts as readable
+        // until accept4 says EAGAIN, so this loop drains a burst (lesson 10's rule); then the
+        // task sleeps until epoll reports the listener again.
+        let conn = match listener.accept().await {
+            Ok((conn, _peer)) => conn, // owned here, moved into its task below
+            Err(e) => {
+                after_accept_error(e).await;
+                continue;
+            }
+        };
+        let session = Session::new(config, stats.worker(0));
+        // A task: one heap allocation of a few hundred bytes, instead of a thread and its stack.
+        tokio::spawn(handle_conn(conn, session, idle, stats.accepted(0)));
+    }
+}
+
+/// accept(2) failed. Nothing here stops the server (`docs/contract.md` §7).
+async fn after_accept_error(e: io::Error) {
+    match e.raw_os_error().map(Errno::from_raw) {
+        // A signal; the client reset while queued; or a queued connection's network error,
+        // which accept(2) "Error handling" says to treat like EAGAIN (lesson 1 lists them).
+        Some(
+            Errno::EINTR
+            | Errno::ECONNABORTED
+            | Errno::ENETDOWN
+            | Errno::EPROTO
+            | Errno::ENOPROTOOPT
+            | Errno::EHOSTDOWN
+            | Errno::ENONET
+            | Errno::EHOSTUNREACH
+            | Errno::EOPNOTSUPP
+            | Errno::ENETUNREACH,
+        ) => {}
+        // Out of descriptors or memory: the listener stays readable, so retrying at once would
+        // spin. Pause — an async sleep: this worker serves on — and leave clients queued.
+        Some(Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM) => {
+            warn_throttled!("{NAME}: accept: {e}; pausing accept for 100 ms");
+            tokio::time::sleep(ACCEPT_BACKOFF).await;
+        }
+        // Anything else is unexpected: say so, and pause rather than spin on it.
+        _ => {
+            warn_throttled!("{NAME}: accept: {e}");
+            tokio::time::sleep(ACCEPT_BACKOFF).await;
+        }
+    }
+}
+
+// ─── per-connection work ────────────────────────────────────────────────────────────────────
+
+/// Serves one connection to its end, like `server_common::blocking::serve` — but each `.await`
+/// is where lesson 10 returns to its loop. `read` calls recv(2); on EAGAIN tokio clears the
+/// socket's readiness, keeps this task's *waker* and returns Pending; epoll's next event for
+/// the socket calls the waker, which queues the task again. A short read clears readiness too
+/// (conn.rs's rule: no recv(2) only to hear EAGAIN).
+async fn handle_conn(
+    mut conn: TcpStream,
+    mut session: Session,
+    idle: Option<Duration>,
+    _live: LiveConn, // counted open until this task ends
+) {
+    // TCP_NODELAY: each answer leaves at once (lesson 1).
+    if let Err(e) = conn.set_nodelay(true) {
+        warn_throttled!("{NAME}: TCP_NODELAY: {e}");
+    }
+    // One read buffer for the connection's life, and one for what it owes: no allocation per
+    // request. `out` holds at most one read's answers: all of it is written before reading on.
+    let mut buf = vec![0u8; READ_BUF];
+    let mut out = Vec::new();
+    loop {
+        let flow = match within(idle, conn.read(&mut buf)).await {
+            Ok(0) => session.eof(), // the client half-closed; all we owed is sent: close
+            Ok(n) => session.feed(&buf[..n], &mut out),
+            Err(e) => return gone(e), // reset, or silent for --idle-timeout
+        };
+        if let Err(e) = send_all(&mut conn, &out, idle).await {
+            return gone(e);
+        }
+        out.clear(); // keeps its capacity
+        match flow {
+            Flow::Continue => {}
+            Flow::Close { linger: true } => return linger_close(conn, &mut buf).await,
+            Flow::Close { linger: false } => return, // dropped: epoll_ctl DEL, close(2)
+        }
+    }
+}
+
+/// write(2) until all is sent — partial writes and EAGAIN are tokio's — with the idle timeout
+/// *per call*, restarted whenever the client takes a byte: `write_all` under one timeout would
+/// cut off a client that reads slowly but steadily. std sends with MSG_NOSIGNAL: a vanished
+/// client is an EPIPE for this task only.
+async fn send_all(conn: &mut TcpStream, mut data: &[u8], idle: Option<Duration>) -> io::Result<()> {
+    while !data.is_empty() {
+        match within(idle, conn.write(data)).await? {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n => data = &data[n..],
+        }
+    }
+    Ok(())
+}
+
+/// `io`, or TimedOut after `idle` without it completing. The timer enters tokio's timer wheel
+/// only if `io` is not ready at once, and leaves it when `io` completes (lesson 10: the sweep).
+async fn within<T>(
+    idle: Option<Duration>,
+    io: impl Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    match idle {
+        Some(limit) => tokio::time::timeout(limit, io).await?, // Elapsed → ErrorKind::TimedOut
+        None => io.await,
+    }
+}
+
+/// The lingering close (`docs/contract.md` §5) as a plain sequence, not conn.rs's `Lingering`
+/// state: shutdown(2) SHUT_WR, then discard input until EOF, an error, or LINGER has passed.
+async fn linger_close(mut conn: TcpStream, buf: &mut [u8]) {
+    if conn.shutdown().await.is_ok() {
+        let drain = async { while let Ok(1..) = conn.read(buf).await {} };
+        let _ = tokio::time::timeout(LINGER, drain).await; // timed out: close all the same
+    }
+} // conn dropped: close(2)
+
+/// A connection's error ends that connection only. The usual ones are not news.
+fn gone(e: io::Error) {
+    use io::ErrorKind::*;
+    match e.kind() {
+        ConnectionReset | BrokenPipe | TimedOut | ConnectionAborted => {}
+        _ => warn_throttled!("{NAME}: connection: {e}"),
+    }
+}
+
+// ─── shutdown & report ──────────────────────────────────────────────────────────────────────
+
+/// SIGINT/SIGTERM → summary → exit 0, from the shared crate's signal thread (see lesson 1).
+/// The runtime is never shut down: `_exit(2)` ends its threads, and the kernel closes every
+/// socket, idle or not.
+fn stop_on_signal(stats: &'static Stats) -> Result<(), SetupError> {
+    shutdown::exit_on_signal(NAME, stats, Vec::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use server_common::cli::Proto;
+    use server_common::proto::Config;
+
+    /// What an idle connection costs besides its socket: this future (in its task, on the
+    /// heap), its READ_BUF buffer and its `out` (empty until the first answer). Lesson 10: a
+    /// 160-byte slot and no buffer. (In a test, a failing `expect` is a failing test.)
+    #[test]
+    fn a_connection_task_is_a_few_hundred_bytes_plus_its_buffer() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = listener.local_addr().expect("local_addr");
+            let conn = TcpStream::connect(addr).await.expect("connect");
+            let stats = Stats::new_shared(None);
+            let session = Session::new(Config::new(Proto::Http), stats.worker(0));
+            let idle = Some(Duration::from_secs(60));
+            let task = handle_conn(conn, session, idle, stats.accepted(0));
+            let size = size_of_val(&task);
+            println!("bytes per connection future: {size}, plus a {READ_BUF}-byte read buffer");
+            assert!(size <= 1024, "{size}");
+        });
+    }
+}
