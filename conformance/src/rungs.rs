@@ -182,7 +182,7 @@ pub const RUNGS: &[Rung] = &[
         krate: "io_uring_server",
         model: "io_uring: completion-based I/O",
         caps: caps(Concurrency::Unbounded),
-        status: Status::Planned { issue: 7 },
+        status: Status::Done,
     },
 ];
 
