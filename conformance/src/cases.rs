@@ -48,7 +48,7 @@ pub fn startup_line_names_address_crate_and_pid(t: &Target) {
 }
 
 pub fn version_flag_prints_crate_and_version(t: &Target) {
-    let (status, out, _) = run_to_exit(t.bin, &["--version"]);
+    let (status, out, _) = run_to_exit(t.bin, &t.args(&["--version"]));
     assert!(status.success());
     let mut words = out.split_whitespace();
     assert_eq!(words.next(), Some(t.rung.krate));
@@ -61,7 +61,7 @@ pub fn version_flag_prints_crate_and_version(t: &Target) {
 }
 
 pub fn help_opens_with_the_model_and_lists_the_flags(t: &Target) {
-    let (status, out, _) = run_to_exit(t.bin, &["--help"]);
+    let (status, out, _) = run_to_exit(t.bin, &t.args(&["--help"]));
     assert!(status.success());
     let first = out.lines().next().unwrap_or_default();
     assert!(
@@ -82,12 +82,12 @@ pub fn help_opens_with_the_model_and_lists_the_flags(t: &Target) {
     }
     assert_eq!(
         out.contains("--workers"),
-        t.rung.caps.workers,
+        t.caps.workers,
         "--workers iff the model has workers"
     );
     assert_eq!(
         out.contains("--stack-size"),
-        t.rung.caps.threads,
+        t.caps.threads,
         "--stack-size iff the model spawns threads"
     );
 }
@@ -99,7 +99,7 @@ pub fn bad_flags_exit_2_with_clap_message(t: &Target) {
         &["--addr", "nowhere"],
         &["--backlog", "0"],
     ] {
-        let (status, out, err) = run_to_exit(t.bin, args);
+        let (status, out, err) = run_to_exit(t.bin, &t.args(args));
         assert_eq!(status.code(), Some(2), "{args:?}: {err}");
         assert!(
             err.contains("error:"),
@@ -112,7 +112,7 @@ pub fn bad_flags_exit_2_with_clap_message(t: &Target) {
 pub fn busy_port_exits_1_with_one_line(t: &Target) {
     let taken = TcpListener::bind("127.0.0.1:0").expect("bind a port to occupy");
     let addr = taken.local_addr().expect("local_addr").to_string();
-    let (status, out, err) = run_to_exit(t.bin, &["--addr", &addr]);
+    let (status, out, err) = run_to_exit(t.bin, &t.args(&["--addr", &addr]));
     assert_eq!(status.code(), Some(1), "stderr: {err}");
     assert!(out.is_empty(), "no start-up line when bind fails: {out:?}");
     let lines: Vec<&str> = err.lines().collect();
@@ -528,7 +528,7 @@ pub fn work_flag_keeps_answers_correct(t: &Target) {
 /// How many connections are served at once, against the declared capability.
 pub fn concurrency_matches_the_model(t: &Target) {
     let wait = Duration::from_millis(500);
-    match t.rung.caps.concurrency {
+    match t.caps.concurrency {
         Concurrency::One => {
             let s = t.start(&[]);
             let mut a = Conn::new(s.connect());
@@ -700,7 +700,7 @@ pub fn sigterm_prints_the_summary_and_exits_0(t: &Target) {
         .parse()
         .expect("a number");
     assert!(peak >= 1 && peak <= accepted, "{out}");
-    if t.rung.caps.workers {
+    if t.caps.workers {
         let per: Vec<u64> = summary_value(out, "accepts per worker")
             .split_whitespace()
             .map(|n| n.parse().expect("a number per worker"))

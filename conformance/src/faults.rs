@@ -91,7 +91,7 @@ pub const FAULTS: &[(&str, &str, Probe)] = &[
 ];
 
 fn extra_args(t: &Target) -> Vec<&'static str> {
-    if t.rung.caps.concurrency == Concurrency::Workers {
+    if t.caps.concurrency == Concurrency::Workers {
         vec!["--workers", "2"]
     } else {
         vec![]
@@ -101,7 +101,7 @@ fn extra_args(t: &Target) -> Vec<&'static str> {
 fn start(t: &Target, args: &[&str], nofile: Option<u64>) -> Server {
     let mut all = vec!["--addr", "127.0.0.1:0"];
     all.extend(extra_args(t));
-    all.extend_from_slice(args);
+    all.extend(t.args(args));
     Server::start_limited(t.bin, &all, nofile)
 }
 
@@ -156,13 +156,13 @@ pub fn emfile(t: &Target) -> Outcome {
     };
     match served {
         Err(e) => Outcome::Fail(format!("{what}; not serving after the flood: {e}")),
-        Ok(()) if cpu > 0.5 && !t.rung.caps.busy_loop => {
+        Ok(()) if cpu > 0.5 && !t.caps.busy_loop => {
             Outcome::Fail(format!("{what}; spun at {:.0}% of a core", cpu * 100.0))
         }
         Ok(()) => Outcome::Ok(format!(
             "{opened} opened, {what}, {:.0}% CPU meanwhile{}, served after",
             cpu * 100.0,
-            if t.rung.caps.busy_loop {
+            if t.caps.busy_loop {
                 " (spins by design)"
             } else {
                 ""
@@ -177,7 +177,7 @@ pub fn emfile(t: &Target) -> Outcome {
 /// two more than that, and must recover once they fall silent: `--idle-timeout` frees a worker
 /// after each slow client, one at a time, which is why a long queue of them is so costly.
 pub fn slow_clients(t: &Target) -> Outcome {
-    let workers = match t.rung.caps.concurrency {
+    let workers = match t.caps.concurrency {
         Concurrency::Unbounded => None,
         Concurrency::Workers => Some(2),
         Concurrency::One => Some(1),
@@ -323,7 +323,7 @@ pub fn reset_storm(t: &Target) -> Outcome {
 /// SIGKILL one worker process while clients are served: only its own connections may fail;
 /// the supervisor replaces it.
 pub fn killed_worker(t: &Target) -> Outcome {
-    if !(t.rung.caps.forks && t.rung.caps.workers) {
+    if !(t.caps.forks && t.caps.workers) {
         return Outcome::NotApplicable("no worker processes".into());
     }
     let s = start(t, &[], None);

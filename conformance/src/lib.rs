@@ -2,7 +2,9 @@
 //!
 //! Every server crate has a `tests/conformance.rs` of one line, `conformance::suite!("crate");`,
 //! which expands to one `#[test]` per case in [`cases`], each run against that crate's own
-//! binary with the capabilities declared for it in [`rungs`].
+//! binary with the capabilities declared for it in [`rungs`]. A model with a second mode runs
+//! the whole suite again in that mode from another test file:
+//! `conformance::suite!("multi_epoll_server", args = ["--processes"], forks = true);`.
 
 pub mod cases;
 pub mod client;
@@ -11,21 +13,51 @@ pub mod rungs;
 pub mod server;
 pub mod summary;
 
-use rungs::Rung;
+use rungs::{Caps, Rung};
 use server::Server;
 
-/// The server under test: its binary and its rung.
+/// The server under test: its binary, its rung, and the mode it runs in.
 pub struct Target {
     pub bin: &'static str,
     pub rung: &'static Rung,
+    /// What the cases may expect: the rung's capabilities, unless the mode changes some.
+    pub caps: Caps,
+    /// Flags every run of the server gets: its mode (e.g. `--processes`), nothing by default.
+    pub mode: &'static [&'static str],
 }
 
 impl Target {
     pub fn new(bin: &'static str, krate: &str) -> Target {
+        let rung = rungs::rung(krate);
         Target {
             bin,
-            rung: rungs::rung(krate),
+            rung,
+            caps: rung.caps,
+            mode: &[],
         }
+    }
+
+    /// The same server in another mode: `mode` flags on every run, capabilities adjusted.
+    pub fn with_mode(
+        mut self,
+        mode: &'static [&'static str],
+        adjust: impl FnOnce(&mut Caps),
+    ) -> Target {
+        self.mode = mode;
+        adjust(&mut self.caps);
+        self
+    }
+
+    /// The mode's flags followed by `args`.
+    pub fn args<'a>(&self, args: &[&'a str]) -> Vec<&'a str>
+    where
+        'static: 'a,
+    {
+        self.mode
+            .iter()
+            .copied()
+            .chain(args.iter().copied())
+            .collect()
     }
 
     /// Starts the server on a free loopback port with `args` added.
@@ -34,7 +66,7 @@ impl Target {
         if args.contains(&"--addr") {
             all.clear();
         }
-        all.extend_from_slice(args);
+        all.extend(self.args(args));
         Server::start(self.bin, &all)
     }
 }
@@ -44,7 +76,14 @@ impl Target {
 #[macro_export]
 macro_rules! suite {
     ($krate:literal) => {
-        $crate::suite!(@cases $krate;
+        $crate::suite!(@with $crate::Target::new(env!(concat!("CARGO_BIN_EXE_", $krate)), $krate));
+    };
+    ($krate:literal, args = [$($arg:literal),* $(,)?], forks = $forks:literal) => {
+        $crate::suite!(@with $crate::Target::new(env!(concat!("CARGO_BIN_EXE_", $krate)), $krate)
+            .with_mode(&[$($arg),*], |caps| caps.forks = $forks));
+    };
+    (@with $target:expr) => {
+        $crate::suite!(@cases $target;
             startup_line_names_address_crate_and_pid,
             version_flag_prints_crate_and_version,
             help_opens_with_the_model_and_lists_the_flags,
@@ -92,9 +131,9 @@ macro_rules! suite {
             fault_sigterm_under_load,
         );
     };
-    (@cases $krate:literal; $($case:ident),* $(,)?) => {
+    (@cases $target:expr; $($case:ident),* $(,)?) => {
         fn target() -> $crate::Target {
-            $crate::Target::new(env!(concat!("CARGO_BIN_EXE_", $krate)), $krate)
+            $target
         }
         $(
             #[test]

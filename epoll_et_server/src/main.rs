@@ -93,15 +93,21 @@ fn main() -> ExitCode {
 /// A non-blocking listener (see lesson 7), and the epoll instance that watches it.
 fn listen(args: &CommonArgs) -> Result<(OwnedFd, Epoll), SetupError> {
     let listener = net::listener(args.addr, args.backlog, Blocking::No)?; // owned here
+    let epoll = watch(&listener)?;
+    Ok((listener, epoll))
+}
+
+/// A new epoll instance, watching `listener`. (`pub`: lesson 11 makes one per loop.)
+pub fn watch(listener: &OwnedFd) -> Result<Epoll, SetupError> {
     // epoll_create1(2): a kernel object holding an interest list (what we watch) and a ready
     // list (what changed). CLOEXEC as for every descriptor of ours.
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).context("cannot create an epoll")?;
     // epoll_ctl(2) EPOLL_CTL_ADD: watch the listener for new connections, edge-triggered.
     let ev = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET, LISTENER);
     epoll
-        .add(&listener, ev)
+        .add(listener, ev)
         .context("cannot watch the listener")?;
-    Ok((listener, epoll))
+    Ok(epoll)
 }
 
 // ─── the model ──────────────────────────────────────────────────────────────────────────────
@@ -111,7 +117,14 @@ fn run(args: Args) -> Result<(), SetupError> {
     stop_on_signal(stats)?;
     let (listener, epoll) = listen(&args.common)?;
     net::announce(NAME, &listener)?; // "listening on IP:PORT (epoll_et_server, pid N)"
-    let mut conns = Conns::new(NAME, &args.common, stats);
+    event_loop(&listener, &epoll, Conns::new(NAME, &args.common, stats))
+}
+
+/// The model: one thread serving every connection of `listener`, for ever. Everything that
+/// could differ comes in as an argument, so lesson 11 runs N of these loops side by side —
+/// each with its own listener, epoll instance and worker slot (`Conns::for_worker`) — without
+/// a copy of this function (`pub` for that). It never returns: the process's exit ends it.
+pub fn event_loop(listener: &OwnedFd, epoll: &Epoll, mut conns: Conns) -> ! {
     let mut events = vec![EpollEvent::empty(); EVENTS];
     // Connections whose fairness budget ran out with input unread: no edge will announce that
     // input again, so the loop serves them itself next turn. `round` is last turn's list.
@@ -149,20 +162,20 @@ fn run(args: Args) -> Result<(), SetupError> {
                 continue;
             }
             let fd = ev.data() as RawFd; // the token we registered: the descriptor
-            handle_conn(&epoll, &mut conns, &mut ready, fd, seen(ev.events()), now);
+            handle_conn(epoll, &mut conns, &mut ready, fd, seen(ev.events()), now);
         }
         // Last turn's leftovers, after this turn's news: nobody waits more than one turn.
         for fd in round.drain(..) {
             // `queued` is false if the connection closed (and its descriptor was reused) since.
             if let Some(c) = conns.get_mut(fd).filter(|c| c.queued) {
                 c.queued = false;
-                handle_conn(&epoll, &mut conns, &mut ready, fd, Ready::READ, now);
+                handle_conn(epoll, &mut conns, &mut ready, fd, Ready::READ, now);
             }
         }
 
         if listener_ready && conns.accepting(now) {
             // Drain the accept queue: this edge will not be reported again.
-            while let Some(conn) = conns.accept(&listener, now) {
+            while let Some(conn) = conns.accept(listener, now) {
                 // Registered once, for reading; the token is the descriptor itself.
                 let ev = EpollEvent::new(interest(Want::Read), conn.as_raw_fd() as u64);
                 match epoll.add(&conn, ev) {

@@ -98,18 +98,8 @@ pub fn send_all(fd: RawFd, mut data: &[u8]) -> Result<(), End> {
 /// no accept error stops a server.
 pub fn after_accept_error(crate_name: &str, e: Errno) {
     match e {
-        // A signal interrupted the wait; or the client reset while queued; or, per accept(2)'s
-        // "Error handling", a queued connection's network error that must be treated like EAGAIN.
-        Errno::EINTR
-        | Errno::ECONNABORTED
-        | Errno::ENETDOWN
-        | Errno::EPROTO
-        | Errno::ENOPROTOOPT
-        | Errno::EHOSTDOWN
-        | Errno::ENONET
-        | Errno::EHOSTUNREACH
-        | Errno::EOPNOTSUPP
-        | Errno::ENETUNREACH => {}
+        // A signal, or one queued client's problem (net::RETRY_ACCEPT): accept again at once.
+        e if crate::net::RETRY_ACCEPT.contains(&e) => {}
         // Out of descriptors (ours or the system's) or kernel memory.
         Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM => {
             warn_throttled!("{crate_name}: accept: {e}; backing off");

@@ -379,6 +379,8 @@ pub struct Conns {
     config: Config,
     idle: Option<Duration>,
     stats: &'static Stats,
+    /// The worker slot this table counts into: 0, or the loop's index in lesson 11.
+    worker: usize,
     name: &'static str,
     /// When the next sweep for timeouts is due (`None`: no deadline anywhere).
     next_sweep: Option<Instant>,
@@ -399,10 +401,21 @@ impl Conns {
             config: args.session_config(),
             idle: args.idle_timeout(),
             stats,
+            worker: 0,
             name,
             next_sweep: None,
             accept_paused_until: None,
         }
+    }
+
+    /// The same table, counting its connections and requests into worker slot `i` of the
+    /// summary (`accepts per worker`) instead of slot 0: lesson 11 runs one loop per worker.
+    pub fn for_worker(self, i: usize) -> Conns {
+        assert!(
+            i < crate::stats::MAX_WORKERS,
+            "worker {i} has no slot in Stats"
+        );
+        Conns { worker: i, ..self }
     }
 
     /// accept4(2) one connection from the non-blocking `listener`, or `None` when there is
@@ -430,7 +443,7 @@ impl Conns {
                 // A signal; or the client reset while queued; or, per accept(2) "Error
                 // handling", a queued connection's network error, to be treated like EAGAIN
                 // and retried (lesson 1 lists them).
-                Err(e) if RETRY_ACCEPT.contains(&e) => continue,
+                Err(e) if crate::net::RETRY_ACCEPT.contains(&e) => continue,
                 Err(e @ (Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM)) => {
                     warn_throttled!("{}: accept: {e}; pausing accept for 100 ms", self.name);
                     self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
@@ -465,7 +478,7 @@ impl Conns {
         }
         let state = ConnState {
             fd: conn, // owned by the ConnState from here on
-            session: Session::new(self.config, self.stats.worker(0)),
+            session: Session::new(self.config, self.stats.worker(self.worker)),
             out: Vec::new(),
             sent: 0,
             phase: Phase::Open,
@@ -474,7 +487,7 @@ impl Conns {
             hup: false,
             registered: Want::Read,
             queued: false,
-            _live: self.stats.accepted(0),
+            _live: self.stats.accepted(self.worker),
         };
         self.note_deadline(state.deadline(self.idle));
         if self.slots[i].replace(state).is_none() {
@@ -601,21 +614,6 @@ fn send_some(fd: &OwnedFd, data: &[u8], name: &str) -> Option<usize> {
     Some(taken)
 }
 
-/// accept(2) errors that concern one queued client, or a signal, and are retried at once
-/// (lesson 1 explains each).
-const RETRY_ACCEPT: [Errno; 10] = [
-    Errno::EINTR,
-    Errno::ECONNABORTED,
-    Errno::ENETDOWN,
-    Errno::EPROTO,
-    Errno::ENOPROTOOPT,
-    Errno::EHOSTDOWN,
-    Errno::ENONET,
-    Errno::EHOSTUNREACH,
-    Errno::EOPNOTSUPP,
-    Errno::ENETUNREACH,
-];
-
 /// A readiness timeout for poll(2) and epoll_wait(2), in whole milliseconds **rounded up**:
 /// rounded down, a deadline 0.4 ms away would become a 0 ms timeout, and the loop would spin
 /// until the deadline passed. `None` waits for ever.
@@ -693,6 +691,19 @@ mod tests {
         let c = conns.get(fd).expect("still open");
         assert_eq!(c.heap_bytes(), 0, "served, idle again, and no buffer kept");
         assert!(!c.input_pending(), "a short read means the socket is empty");
+    }
+
+    #[test]
+    fn a_table_for_worker_i_counts_into_slot_i() {
+        let args = Args::parse_from(["t"]);
+        let stats = Stats::new_shared(Some(3));
+        let mut conns = Conns::new("conn_test", &args.common, stats).for_worker(2);
+        let now = Instant::now();
+        let (fd, client) = pair(&mut conns, now);
+        send_all(&client, GET);
+        assert_eq!(conns.on_ready(fd, Ready::READ, now), Want::Read);
+        assert_eq!(stats.per_worker(|c| &c.accepted), Some(vec![0, 0, 1]));
+        assert_eq!(stats.per_worker(|c| &c.requests), Some(vec![0, 0, 1]));
     }
 
     #[test]

@@ -16,6 +16,24 @@ use nix::sys::time::TimeVal;
 
 use crate::error::{Context, SetupError};
 
+/// accept(2) errors that concern one queued client or a signal, never the server: retried at
+/// once by every accept loop. EINTR: a signal handler ran. ECONNABORTED: the client reset its
+/// connection while it waited in the queue. The rest: accept(2), "Error handling" — Linux
+/// passes a queued connection's pending network error to accept, to be treated like EAGAIN.
+/// Lesson 1 spells each out in its own `match`.
+pub const RETRY_ACCEPT: [Errno; 10] = [
+    Errno::EINTR,
+    Errno::ECONNABORTED,
+    Errno::ENETDOWN,
+    Errno::EPROTO,
+    Errno::ENOPROTOOPT,
+    Errno::EHOSTDOWN,
+    Errno::ENONET,
+    Errno::EHOSTUNREACH,
+    Errno::EOPNOTSUPP,
+    Errno::ENETUNREACH,
+];
+
 /// Whether the listener (and so, by the model's choice, its connections) blocks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Blocking {

@@ -139,20 +139,8 @@ async fn accept_loop(listener: TcpListener, args: CommonArgs, stats: &'static St
 /// accept(2) failed. Nothing here stops the server (`docs/contract.md` §7).
 async fn after_accept_error(e: io::Error) {
     match e.raw_os_error().map(Errno::from_raw) {
-        // A signal; the client reset while queued; or a queued connection's network error,
-        // which accept(2) "Error handling" says to treat like EAGAIN (lesson 1 lists them).
-        Some(
-            Errno::EINTR
-            | Errno::ECONNABORTED
-            | Errno::ENETDOWN
-            | Errno::EPROTO
-            | Errno::ENOPROTOOPT
-            | Errno::EHOSTDOWN
-            | Errno::ENONET
-            | Errno::EHOSTUNREACH
-            | Errno::EOPNOTSUPP
-            | Errno::ENETUNREACH,
-        ) => {}
+        // A signal, or one queued client's problem (net::RETRY_ACCEPT, lesson 1): at once.
+        Some(e) if net::RETRY_ACCEPT.contains(&e) => {}
         // Out of descriptors or memory: the listener stays readable, so retrying at once would
         // spin. Pause — an async sleep: this worker serves on — and leave clients queued.
         Some(Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM) => {
