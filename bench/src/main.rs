@@ -6,6 +6,7 @@
 //! See bench/README.md for the method.
 
 mod anchors;
+mod c1m;
 mod charts;
 mod client;
 mod machine;
@@ -65,6 +66,26 @@ struct Args {
     /// every rung and write docs/reliability.md from what happened.
     #[arg(long, conflicts_with_all = ["full", "smoke", "scenario"])]
     reliability: bool,
+    /// Instead of the ladder: one million concurrent connections, in steps, with the
+    /// multi-process reactor and echo_client --processes --source-ips. Changes sysctls (root)
+    /// and restores them. Writes docs/results/c1m.* and docs/c10k.md's block.
+    #[arg(long, conflicts_with_all = ["full", "smoke", "scenario", "reliability"])]
+    c1m: bool,
+    /// The C1M steps, in connections.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "10000,100000,500000,1000000",
+        value_name = "N,N,…"
+    )]
+    c1m_steps: Vec<u64>,
+    /// Measure nothing: rebuild every table, chart and README block from the raw results of an
+    /// earlier run (its results.json), e.g. after editing a template.
+    #[arg(long, value_name = "RESULTS_JSON", conflicts_with_all = ["full", "smoke", "reliability", "c1m"])]
+    rewrite_from: Option<PathBuf>,
+    /// How long the C1M run holds the connections idle before checking them.
+    #[arg(long, default_value_t = 20, value_name = "SECS")]
+    c1m_hold: u64,
 }
 
 /// The workspace root, found at run time: `cargo run` sets CARGO_MANIFEST_DIR (bench/); run
@@ -145,12 +166,39 @@ fn run_all(args: &Args) -> Result<(), String> {
     if rungs.is_empty() {
         return Err("no rung to run (--only names only planned rungs?)".into());
     }
+    if let Some(path) = &args.rewrite_from {
+        return rewrite_from(path);
+    }
     if !args.no_build {
         build(&rungs)?;
     }
     let bins = target_dir().join("release");
     if args.reliability {
         return reliability(&rungs, &bins, t0);
+    }
+    if args.c1m {
+        let command = std::iter::once("cargo run --release -p bench --".to_string())
+            .chain(std::env::args().skip(1))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let stamp = machine::Stamp::now(command);
+        let out = if args.no_write {
+            target_dir().join("bench-c1m")
+        } else {
+            root().join("docs/results")
+        };
+        let md = c1m::run(&bins, &args.c1m_steps, args.c1m_hold, &stamp, &out)?;
+        println!("{md}");
+        if !args.no_write {
+            let path = root().join("docs/c10k.md");
+            if !readme::rewrite(&path, "c1m", &md)
+                .map_err(|e| format!("{}: {e}", path.display()))?
+            {
+                eprintln!("bench: {} has no c1m block markers", path.display());
+            }
+        }
+        eprintln!("bench: C1M done in {:.0} s", t0.elapsed().as_secs_f64());
+        return Ok(());
     }
     let echo_client = bins.join("echo_client");
     if !echo_client.exists() {
@@ -252,7 +300,23 @@ fn run_all(args: &Args) -> Result<(), String> {
     } else {
         target_dir().join(format!("bench-{mode:?}").to_lowercase())
     };
-    report(&stamp, mode, &scenarios, &rows, &costs, &out_dir, write)?;
+    for r in &mut rows {
+        r.measured = stamp.line();
+    }
+    for c in &mut costs {
+        c.measured = stamp.line();
+    }
+    // A partial run (--only, --scenario) updates what it measured and keeps the rest.
+    let (rows, costs) = if write {
+        merge(&out_dir.join("results.json"), mode, rows, costs)
+    } else {
+        (rows, costs)
+    };
+    let all_scenarios: Vec<_> = scenarios::scenarios(mode)
+        .into_iter()
+        .filter(|sc| rows.iter().any(|r| r.scenario == sc.id))
+        .collect();
+    report(&stamp, mode, &all_scenarios, &rows, &costs, &out_dir, write)?;
     eprintln!(
         "bench: done in {:.0} s; results in {}",
         t0.elapsed().as_secs_f64(),
@@ -275,7 +339,30 @@ fn report(
     write_readmes: bool,
 ) -> Result<(), String> {
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
-    let mut index = format!("# Benchmark results\n\n{}\n\n", stamp.line());
+    // Memory and threads per idle connection come from the hold rows at hand (which may be from
+    // another run than the cost rows, after a partial run).
+    let costs: Vec<Cost> = costs
+        .iter()
+        .cloned()
+        .map(|mut c| {
+            if let Some(h) = rows
+                .iter()
+                .find(|r| r.rung == c.rung && r.scenario == "hold")
+            {
+                c.bytes_per_idle_conn = h.bytes_per_conn;
+                c.threads_per_idle_conn = h.threads_per_conn;
+            }
+            c
+        })
+        .collect();
+    let costs = costs.as_slice();
+    let all_stamps = results::stamps(
+        rows.iter()
+            .map(|r| r.measured.as_str())
+            .chain(costs.iter().map(|c| c.measured.as_str())),
+        &stamp.line(),
+    );
+    let mut index = format!("# Benchmark results\n\n{all_stamps}\n\n");
     let mut all_titles: Vec<(String, String)> = scenarios
         .iter()
         .map(|s| (s.id.to_string(), s.title.clone()))
@@ -294,7 +381,10 @@ fn report(
         let with_wrk = these.iter().any(|r| r.wrk_rate.is_some());
         let table = results::scenario_table(&these, with_wrk);
         println!("\n## {title}\n\n{table}");
-        let md = format!("# {title}\n\n{}\n\n{table}", stamp.line());
+        let md = format!(
+            "# {title}\n\n{}\n\n{table}",
+            results::stamps(these.iter().map(|r| r.measured.as_str()), &stamp.line())
+        );
         std::fs::write(out.join(format!("{id}.md")), md).map_err(|e| e.to_string())?;
         let bars: Vec<(String, Option<f64>, bool)> = these
             .iter()
@@ -331,7 +421,10 @@ fn report(
             }
         );
         println!("\n## {title}\n\n{about}\n\n{table}");
-        let md = format!("# {title}\n\n{}\n\n{about}\n\n{table}", stamp.line());
+        let md = format!(
+            "# {title}\n\n{}\n\n{about}\n\n{table}",
+            results::stamps(costs.iter().map(|c| c.measured.as_str()), &stamp.line())
+        );
         std::fs::write(out.join("cost.md"), md).map_err(|e| e.to_string())?;
         let bars: Vec<(String, Option<f64>, bool)> = costs
             .iter()
@@ -372,9 +465,15 @@ fn write_readme_blocks(
 ) -> Result<(), String> {
     for (i, cost) in costs.iter().enumerate() {
         let krate = &cost.rung;
+        let crate_stamps = results::stamps(
+            rows.iter()
+                .filter(|r| &r.rung == krate)
+                .map(|r| r.measured.as_str())
+                .chain(std::iter::once(cost.measured.as_str())),
+            &stamp.line(),
+        );
         let mut body = format!(
-            "{}\n\n| scenario | throughput | p50 | p99 | max | errors / notes | server CPU | peak memory (PSS) | threads |\n|---|--:|--:|--:|--:|---|--:|--:|--:|\n",
-            stamp.line()
+            "{crate_stamps}\n\n| scenario | throughput | p50 | p99 | max | errors / notes | server CPU | peak memory (PSS) | threads |\n|---|--:|--:|--:|--:|---|--:|--:|--:|\n"
         );
         for (id, title) in titles {
             if let Some(r) = rows.iter().find(|r| &r.rung == krate && &r.scenario == id) {
@@ -410,7 +509,7 @@ fn write_readme_blocks(
     let cols = ["http-ka-100", "http-close-10", "echo-1k"];
     let mut body = format!(
         "{}\n\n| server | HTTP keep-alive, 100 conns | HTTP close, 10 conns | echo, 1k conns × 100 | CPU per request | memory per idle conn |\n|---|--:|--:|--:|--:|--:|\n",
-        stamp.line()
+        results::stamps(rows.iter().map(|r| r.measured.as_str()), &stamp.line())
     );
     let mut names: Vec<(String, bool)> = Vec::new();
     for r in rows {
@@ -442,6 +541,7 @@ fn write_readme_blocks(
         );
     }
     body += "\n![HTTP keep-alive, 100 connections](docs/results/http-ka-100.svg)\n\nAll scenarios and the per-request costs: [docs/results](docs/results/README.md).\n";
+    write_doc_blocks(stamp, rows, costs);
     let path = root().join("README.md");
     match readme::rewrite(&path, "bench-headline", &body) {
         Ok(true) => Ok(()),
@@ -513,4 +613,169 @@ fn reliability(rungs: &[&Rung], bins: &Path, t0: Instant) -> Result<(), String> 
     } else {
         Ok(())
     }
+}
+
+/// docs/c10k.md's ceilings (what each rung did with 10,000 connections) and docs/choosing.md's
+/// cost table, from the same rows.
+fn write_doc_blocks(stamp: &machine::Stamp, rows: &[Row], costs: &[Cost]) {
+    let cell = |rung: &str, id: &str| -> String {
+        rows.iter()
+            .find(|r| r.rung == rung && r.scenario == id)
+            .map_or("–".into(), |r| {
+                let notes = r.notes_cell();
+                if notes == "ok" {
+                    r.rate_cell()
+                } else {
+                    format!("{} ({notes})", r.rate_cell())
+                }
+            })
+    };
+    let mut ceilings = format!(
+        "{}\n\n| server | idle connections held at once | memory per idle connection | threads per idle connection | echo, 10,000 × 100 messages | echo, 10,000 × 1 message with `--work` |\n|---|--:|--:|--:|---|---|\n",
+        results::stamps(rows.iter().map(|r| r.measured.as_str()), &stamp.line())
+    );
+    for c in costs {
+        let hold = rows
+            .iter()
+            .find(|r| r.rung == c.rung && r.scenario == "hold");
+        ceilings += &format!(
+            "| [`{0}`](../{0}/) | {1} | {2} | {3} | {4} | {5} |\n",
+            c.rung,
+            hold.and_then(|h| h.rate)
+                .map_or("–".into(), results::thousands),
+            c.bytes_per_idle_conn
+                .map_or("–".into(), |b| format!("{} B", results::thousands(b))),
+            c.threads_per_idle_conn
+                .map_or("–".into(), |t| format!("{t:.2}")),
+            cell(&c.rung, "echo-10k"),
+            cell(&c.rung, "echo-10k-cpu"),
+        );
+    }
+    let refs: Vec<&Cost> = costs.iter().collect();
+    let cost = format!(
+        "{}\n\n{}",
+        results::stamps(costs.iter().map(|c| c.measured.as_str()), &stamp.line()),
+        results::cost_table(&refs)
+    );
+    for (file, block, body) in [
+        ("docs/c10k.md", "bench:ceilings", &ceilings),
+        ("docs/choosing.md", "bench:cost", &cost),
+    ] {
+        let path = root().join(file);
+        match readme::rewrite(&path, block, body) {
+            Ok(true) => {}
+            Ok(false) => eprintln!("bench: {file} has no {block} markers"),
+            Err(e) => eprintln!("bench: {file}: {e}"),
+        }
+    }
+}
+
+/// `--rewrite-from`: the outputs of an earlier run, rebuilt from its results.json.
+fn rewrite_from(path: &Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let s = |k: &str| {
+        v.pointer(&format!("/stamp/{k}"))
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("unknown")
+            .to_string()
+    };
+    let stamp = machine::Stamp {
+        cpu: s("cpu"),
+        cores: v
+            .pointer("/stamp/cores")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0) as usize,
+        kernel: s("kernel"),
+        rustc: s("rustc"),
+        date: s("date"),
+        command: s("command"),
+    };
+    let mode = match v.get("mode").and_then(serde_json::Value::as_str) {
+        Some("full") => Mode::Full,
+        Some("smoke") => Mode::Smoke,
+        _ => Mode::Quick,
+    };
+    let array = |k: &str| {
+        v.get(k)
+            .and_then(serde_json::Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let rows: Vec<Row> = array("rows").iter().map(Row::from_json).collect();
+    let costs: Vec<Cost> = array("costs").iter().map(Cost::from_json).collect();
+    let scenarios: Vec<_> = scenarios::scenarios(mode)
+        .into_iter()
+        .filter(|sc| rows.iter().any(|r| r.scenario == sc.id))
+        .collect();
+    let out = path
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    report(&stamp, mode, &scenarios, &rows, &costs, &out, true)
+}
+
+/// Merges this run's rows and costs into the stored results of the same mode: a re-measured
+/// (server, scenario) replaces the stored one, everything else is kept with its own stamp.
+/// Order: ladder order, anchors last within each scenario.
+fn merge(stored: &Path, mode: Mode, rows: Vec<Row>, costs: Vec<Cost>) -> (Vec<Row>, Vec<Cost>) {
+    let Some(old) = std::fs::read_to_string(stored)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+    else {
+        return (rows, costs);
+    };
+    if old.get("mode").and_then(serde_json::Value::as_str)
+        != Some(format!("{mode:?}").to_lowercase().as_str())
+    {
+        eprintln!(
+            "bench: {} holds another mode's results: replacing them",
+            stored.display()
+        );
+        return (rows, costs);
+    }
+    let array = |k: &str| {
+        old.get(k)
+            .and_then(serde_json::Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut merged: Vec<Row> = array("rows")
+        .iter()
+        .map(Row::from_json)
+        .filter(|o| {
+            !rows
+                .iter()
+                .any(|n| n.rung == o.rung && n.scenario == o.scenario)
+        })
+        .collect();
+    merged.extend(rows);
+    let mut merged_costs: Vec<Cost> = array("costs")
+        .iter()
+        .map(Cost::from_json)
+        .filter(|o| !costs.iter().any(|n| n.rung == o.rung))
+        .collect();
+    merged_costs.extend(costs);
+    let rank = |rung: &str| {
+        RUNGS
+            .iter()
+            .position(|r| r.krate == rung)
+            .unwrap_or(RUNGS.len())
+    };
+    let ids: Vec<&str> = scenarios::scenarios(mode)
+        .iter()
+        .map(|s| s.id)
+        .chain(["hold"])
+        .collect();
+    let scenario_rank = |id: &str| ids.iter().position(|i| *i == id).unwrap_or(ids.len());
+    merged.sort_by_key(|r| {
+        (
+            scenario_rank(&r.scenario),
+            r.anchor,
+            rank(&r.rung),
+            r.rung.clone(),
+        )
+    });
+    merged_costs.sort_by_key(|c| rank(&c.rung));
+    (merged, merged_costs)
 }

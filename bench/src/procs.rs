@@ -31,7 +31,16 @@ pub fn kill_group(pgid: i32) {
         .retain(|&g| g != pgid);
 }
 
-/// Ctrl-C or SIGTERM: kill every group we started, then exit 130. Call before any thread starts
+/// Kills every process group the harness has started (the C1M memory watchdog's last resort).
+pub fn kill_all_groups() {
+    let groups = GROUPS.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    for g in groups {
+        let _ = killpg(Pid::from_raw(g), Signal::SIGKILL);
+    }
+}
+
+/// Ctrl-C or SIGTERM: kill every group we started, put back any sysctl the C1M run changed,
+/// then exit 130. Call before any thread starts
 /// (the blocked mask is inherited).
 pub fn kill_all_on_signal() {
     let mut set = SigSet::empty();
@@ -42,10 +51,8 @@ pub fn kill_all_on_signal() {
     }
     std::thread::spawn(move || {
         let sig = set.wait().unwrap_or(Signal::SIGINT);
-        let groups = GROUPS.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        for g in groups {
-            let _ = killpg(Pid::from_raw(g), Signal::SIGKILL);
-        }
+        kill_all_groups();
+        crate::c1m::restore_sysctls();
         eprintln!("\nbench: {sig}: stopped every server and client it had started");
         std::process::exit(130);
     });
@@ -275,12 +282,19 @@ pub fn summary_value<'a>(summary: &'a str, label: &str) -> Option<&'a str> {
 
 /// `context switches: voluntary V involuntary I, children voluntary v involuntary i` → total.
 pub fn context_switches(summary: &str) -> Option<u64> {
+    context_switches_split(summary).map(|(vol, invol)| vol + invol)
+}
+
+/// The same line split: (voluntary V + v, involuntary I + i). Voluntary switches are the
+/// model's own blocking (a read that waits, a lock, a pool hand-off); involuntary ones are
+/// the scheduler taking the core away — mostly noise from sharing 2 cores with the client.
+pub fn context_switches_split(summary: &str) -> Option<(u64, u64)> {
     let v = summary_value(summary, "context switches")?;
     let nums: Vec<u64> = v
         .split(|c: char| !c.is_ascii_digit())
         .filter_map(|n| n.parse().ok())
         .collect();
-    (nums.len() == 4).then(|| nums.iter().sum())
+    (nums.len() == 4).then(|| (nums[0] + nums[2], nums[1] + nums[3]))
 }
 
 /// `CPU seconds: user U sys S, children user u sys s` → U + S + u + s.
@@ -304,6 +318,7 @@ mod tests {
         assert_eq!(summary_value(s, "requests served"), Some("20"));
         assert!((summary_cpu(s).unwrap() - 0.45).abs() < 1e-9);
         assert_eq!(context_switches(s), Some(113));
+        assert_eq!(context_switches_split(s), Some((107, 6)));
         assert_eq!(summary_cpu("nothing"), None);
     }
 }

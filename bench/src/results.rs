@@ -53,6 +53,8 @@ pub struct Row {
     pub syscalls_per_req: Option<f64>,
     /// The client's raw JSON, kept in results.json.
     pub client_json: Option<Value>,
+    /// The stamp line of the run that measured this row (rows of several runs may be merged).
+    pub measured: String,
 }
 
 /// Thousands separators: 12345.6 → "12,346".
@@ -131,11 +133,125 @@ impl Row {
             "wrk_rate": self.wrk_rate, "bytes_per_conn": self.bytes_per_conn,
             "threads_per_conn": self.threads_per_conn,
             "syscalls_per_req": self.syscalls_per_req, "client": self.client_json,
+            "measured": self.measured,
         })
     }
 }
 
+impl Row {
+    /// Reads back a row written by [`Row::json`] (for `bench --rewrite-from`).
+    pub fn from_json(v: &Value) -> Row {
+        let f = |k: &str| v.get(k).and_then(Value::as_f64);
+        let u = |k: &str| v.get(k).and_then(Value::as_u64);
+        let verdict = v.get("verdict").and_then(Value::as_str).map(|s| {
+            let inner = s
+                .strip_prefix("Some(")
+                .and_then(|s| s.strip_suffix(')'))
+                .unwrap_or(s);
+            let arg = |p: &str| {
+                inner
+                    .strip_prefix(p)
+                    .and_then(|r| r.strip_suffix("\")"))
+                    .unwrap_or("")
+                    .replace("\\\"", "\"")
+            };
+            match inner {
+                "Ok" => Verdict::Ok,
+                "TimedOut" => Verdict::TimedOut,
+                _ if inner.starts_with("Errors(") => Verdict::Errors(arg("Errors(\"")),
+                _ if inner.starts_with("Crashed(") => Verdict::Crashed(arg("Crashed(\"")),
+                _ => Verdict::Failed(arg("Failed(\"")),
+            }
+        });
+        let unit = match v.get("unit").and_then(Value::as_str) {
+            Some("req/s") => "req/s",
+            Some("msg/s") => "msg/s",
+            _ => "conns",
+        };
+        Row {
+            rung: v
+                .get("rung")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            anchor: v.get("anchor").and_then(Value::as_bool).unwrap_or(false),
+            scenario: v
+                .get("scenario")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            verdict,
+            rate: f("rate"),
+            unit,
+            p50_us: f("p50_us"),
+            p99_us: f("p99_us"),
+            max_us: f("max_us"),
+            errors: u("errors").unwrap_or(0),
+            served_conns: v
+                .get("served_conns")
+                .and_then(Value::as_array)
+                .and_then(|a| Some((a.first()?.as_u64()?, a.get(1)?.as_u64()?))),
+            completed: u("completed"),
+            server_cpu_s: f("server_cpu_s"),
+            peak_pss_kib: u("peak_pss_kib"),
+            peak_threads: u("peak_threads"),
+            peak_processes: u("peak_processes"),
+            client_cpu_s: f("client_cpu_s"),
+            requests_served: u("requests_served"),
+            context_switches: u("context_switches"),
+            wrk_rate: f("wrk_rate"),
+            bytes_per_conn: f("bytes_per_conn"),
+            threads_per_conn: f("threads_per_conn"),
+            syscalls_per_req: f("syscalls_per_req"),
+            client_json: v.get("client").cloned().filter(|c| !c.is_null()),
+            measured: v
+                .get("measured")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+        }
+    }
+}
+
+impl Cost {
+    /// Reads back a cost written by [`Cost::json`].
+    pub fn from_json(v: &Value) -> Cost {
+        let f = |k: &str| v.get(k).and_then(Value::as_f64);
+        Cost {
+            rung: v
+                .get("rung")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            cpu_us_per_req: f("cpu_us_per_req"),
+            switches_per_req: f("switches_per_req"),
+            voluntary_per_req: f("voluntary_per_req"),
+            syscalls_per_req: f("syscalls_per_req"),
+            bytes_per_idle_conn: f("bytes_per_idle_conn"),
+            threads_per_idle_conn: f("threads_per_idle_conn"),
+            note: v
+                .get("note")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            measured: v
+                .get("measured")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+        }
+    }
+}
+
 /// A markdown table of one scenario's rows.
+/// The rate of the nginx (1 worker) row among `rows`, the reference for the ratio column.
+fn nginx_rate(rows: &[&Row]) -> Option<f64> {
+    rows.iter()
+        .find(|r| r.anchor && r.rung == "nginx (1 worker)")
+        .and_then(|r| r.rate)
+        .filter(|&r| r > 0.0)
+}
+
 pub fn scenario_table(rows: &[&Row], with_wrk: bool) -> String {
     let mut s = String::from(
         "| server | throughput | p50 | p99 | max | errors / notes | server CPU | peak memory (PSS) | threads | client CPU |",
@@ -143,8 +259,17 @@ pub fn scenario_table(rows: &[&Row], with_wrk: bool) -> String {
     if with_wrk {
         s += " wrk |";
     }
+    // Ratios to nginx with one worker, when it ran in this scenario (issue 6: "ratios to nginx
+    // printed"). Throughput ratio from the same client, echo_client.
+    let reference = nginx_rate(rows);
+    if reference.is_some() {
+        s += " × nginx (1 worker) |";
+    }
     s += "\n|---|--:|--:|--:|--:|---|--:|--:|--:|--:|";
     if with_wrk {
+        s += "--:|";
+    }
+    if reference.is_some() {
         s += "--:|";
     }
     s += "\n";
@@ -173,6 +298,14 @@ pub fn scenario_table(rows: &[&Row], with_wrk: bool) -> String {
                     .map_or("–".into(), |w| format!("{} req/s", thousands(w)))
             );
         }
+        if let Some(n) = reference {
+            s += &format!(
+                " {} |",
+                r.rate
+                    .filter(|_| r.verdict != Some(Verdict::TimedOut))
+                    .map_or("–".into(), |x| format!("{:.2}", x / n))
+            );
+        }
         s += "\n";
     }
     s
@@ -184,19 +317,25 @@ pub struct Cost {
     pub rung: String,
     pub cpu_us_per_req: Option<f64>,
     pub switches_per_req: Option<f64>,
+    /// Of those, the voluntary ones (the thread blocked); the rest are involuntary (preempted).
+    pub voluntary_per_req: Option<f64>,
     pub syscalls_per_req: Option<f64>,
     pub bytes_per_idle_conn: Option<f64>,
     pub threads_per_idle_conn: Option<f64>,
     pub note: String,
+    /// The stamp line of the run that measured it.
+    pub measured: String,
 }
 
 impl Cost {
     pub fn json(&self) -> Value {
         json!({
             "rung": self.rung, "cpu_us_per_req": self.cpu_us_per_req,
-            "switches_per_req": self.switches_per_req, "syscalls_per_req": self.syscalls_per_req,
+            "switches_per_req": self.switches_per_req, "voluntary_per_req": self.voluntary_per_req,
+            "syscalls_per_req": self.syscalls_per_req,
             "bytes_per_idle_conn": self.bytes_per_idle_conn,
             "threads_per_idle_conn": self.threads_per_idle_conn, "note": self.note,
+            "measured": self.measured,
         })
     }
 }
@@ -204,7 +343,7 @@ impl Cost {
 pub fn cost_table(costs: &[&Cost]) -> String {
     let f = |x: Option<f64>, d: usize| x.map_or("–".into(), |v| format!("{v:.d$}"));
     let mut s = String::from(
-        "| server | server CPU per request | context switches per request | syscalls per request | memory per idle connection | threads per idle connection |\n|---|--:|--:|--:|--:|--:|\n",
+        "| server | server CPU per request | context switches per request (voluntary + involuntary) | syscalls per request | memory per idle connection | threads per idle connection |\n|---|--:|--:|--:|--:|--:|\n",
     );
     for c in costs {
         let mem = c.bytes_per_idle_conn.map_or("–".into(), |b| {
@@ -219,12 +358,31 @@ pub fn cost_table(costs: &[&Cost]) -> String {
             c.rung,
             c.cpu_us_per_req
                 .map_or("–".into(), |v| format!("{v:.1} µs")),
-            f(c.switches_per_req, 2),
+            match (c.switches_per_req, c.voluntary_per_req) {
+                (Some(t), Some(v)) => format!("{t:.2} ({v:.2} + {:.2})", t - v),
+                (t, _) => f(t, 2),
+            },
             f(c.syscalls_per_req, 1),
             f(c.threads_per_idle_conn, 2),
         );
     }
     s
+}
+
+/// The stamp lines of the runs behind `measured` (one per distinct run, in order), or
+/// `fallback` when none is recorded.
+pub fn stamps<'a>(measured: impl Iterator<Item = &'a str>, fallback: &str) -> String {
+    let mut seen: Vec<&str> = Vec::new();
+    for m in measured.filter(|m| !m.is_empty()) {
+        if !seen.contains(&m) {
+            seen.push(m);
+        }
+    }
+    match seen.as_slice() {
+        [] => fallback.to_string(),
+        [one] => one.to_string(),
+        many => format!("Rows from {} runs: {}", many.len(), many.join(" — ")),
+    }
 }
 
 #[cfg(test)]
@@ -238,6 +396,38 @@ mod tests {
         assert_eq!(thousands(1000.0), "1,000");
         assert_eq!(thousands(1234567.0), "1,234,567");
         assert_eq!(thousands(-12345.0), "-12,345");
+    }
+
+    #[test]
+    fn rows_and_costs_survive_a_json_round_trip() {
+        let r = Row {
+            rung: "x_server".into(),
+            scenario: "echo-1k".into(),
+            unit: "msg/s",
+            verdict: Some(Verdict::Errors("refused 9,012".into())),
+            rate: Some(1234.5),
+            served_conns: Some((3, 10)),
+            peak_pss_kib: Some(2048),
+            ..Row::default()
+        };
+        let back = Row::from_json(&r.json());
+        assert_eq!(back.verdict, r.verdict);
+        assert_eq!(
+            (back.rate, back.served_conns, back.peak_pss_kib, back.unit),
+            (r.rate, r.served_conns, r.peak_pss_kib, r.unit)
+        );
+        assert_eq!(back.notes_cell(), r.notes_cell());
+        let c = Cost {
+            rung: "x".into(),
+            cpu_us_per_req: Some(7.5),
+            note: "n".into(),
+            ..Cost::default()
+        };
+        let back = Cost::from_json(&c.json());
+        assert_eq!(
+            (back.rung, back.cpu_us_per_req, back.note),
+            (c.rung, c.cpu_us_per_req, c.note)
+        );
     }
 
     #[test]

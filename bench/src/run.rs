@@ -220,8 +220,10 @@ pub fn cost(subject: &Subject, mode: Mode, echo_client: &Path, hold_row: Option<
             let cpu = procs::summary_cpu(&stopped.summary).unwrap_or(cpu_proc);
             if let Some(n) = requests {
                 cost.cpu_us_per_req = Some(cpu * 1e6 / n);
-                cost.switches_per_req =
-                    procs::context_switches(&stopped.summary).map(|s| s as f64 / n);
+                if let Some((vol, invol)) = procs::context_switches_split(&stopped.summary) {
+                    cost.switches_per_req = Some((vol + invol) as f64 / n);
+                    cost.voluntary_per_req = Some(vol as f64 / n);
+                }
             }
             if c.errors > 0 || c.timed_out {
                 cost.note = format!(

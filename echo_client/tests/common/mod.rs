@@ -140,7 +140,14 @@ pub fn echo_with(mut conn: TcpStream, alter: impl Fn(u64, u8) -> u8, stop_after:
         }
         offset += n as u64;
         if stop_after == Some(offset) {
-            return; // drop: close
+            // A graceful early close: FIN first, then drain whatever the client still sends
+            // (its next message is already on the way). Dropping the socket with unread
+            // bytes would send an RST instead, and the client would race between seeing
+            // the EOF and the reset — "early EOF" is what this close must deterministically be.
+            let _ = conn.shutdown(std::net::Shutdown::Write);
+            let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+            while matches!(conn.read(&mut buf), Ok(1..)) {}
+            return;
         }
     }
 }
