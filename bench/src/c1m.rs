@@ -109,7 +109,7 @@ struct Step {
     stopped_by: Option<String>,
 }
 
-fn run_step(bins: &Path, target: u64, hold_s: u64) -> Step {
+fn run_step(bins: &Path, target: u64, hold_s: u64, rate: u64) -> Step {
     let mut step = Step {
         target,
         ..Step::default()
@@ -181,7 +181,7 @@ fn run_step(bins: &Path, target: u64, hold_s: u64) -> Step {
         "--source-ips".into(),
         SOURCES.into(),
         "--connect-rate".into(),
-        "60000".into(),
+        rate.to_string(),
         "--hold".into(),
         format!("{hold_s}s"),
         "--timeout".into(),
@@ -256,6 +256,7 @@ pub fn run(
     bins: &Path,
     steps: &[u64],
     hold_s: u64,
+    rate: u64,
     stamp: &crate::machine::Stamp,
     out: &Path,
 ) -> Result<String, String> {
@@ -263,7 +264,7 @@ pub fn run(
     let _restore = RestoreOnDrop;
     let mut rows = Vec::new();
     for &n in steps {
-        let step = run_step(bins, n, hold_s);
+        let step = run_step(bins, n, hold_s, rate);
         let reached = step.stopped_by.is_none() && step.established >= n;
         rows.push(step);
         if !reached {
@@ -294,7 +295,14 @@ pub fn run(
             s.slab_peak_mib,
             s.server_cpu_s,
             s.client_cpu_s,
-            s.stopped_by.clone().unwrap_or_else(|| "— (reached)".into()),
+            match &s.stopped_by {
+                Some(why) => why.clone(),
+                None if s.established >= s.target => "— (reached)".into(),
+                None => format!(
+                    "— ({} short: see errors)",
+                    thousands((s.target - s.established) as f64)
+                ),
+            },
         );
     }
     std::fs::create_dir_all(out).map_err(|e| e.to_string())?;

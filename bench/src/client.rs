@@ -142,7 +142,19 @@ pub fn parse_echo_client(v: &Value) -> ClientOutcome {
 
 /// Runs echo_client against `addr` with a hard time bound.
 pub fn echo_client(bin: &Path, addr: SocketAddr, load: &Load, limit: Duration) -> ClientOutcome {
-    let args = echo_client_args(addr, load);
+    echo_client_with(bin, addr, load, limit, &[])
+}
+
+/// As `echo_client`, with extra flags (e.g. `--threads 1`) after the load's own.
+pub fn echo_client_with(
+    bin: &Path,
+    addr: SocketAddr,
+    load: &Load,
+    limit: Duration,
+    extra: &[&str],
+) -> ClientOutcome {
+    let mut args = echo_client_args(addr, load);
+    args.extend(extra.iter().map(|s| s.to_string()));
     let finished = match procs::run_bounded(Command::new(bin).args(&args), limit) {
         Ok(f) => f,
         Err(e) => {

@@ -16,6 +16,7 @@ mod readme;
 mod results;
 mod run;
 mod scenarios;
+mod targets;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -83,9 +84,25 @@ struct Args {
     /// earlier run (its results.json), e.g. after editing a template.
     #[arg(long, value_name = "RESULTS_JSON", conflicts_with_all = ["full", "smoke", "reliability", "c1m"])]
     rewrite_from: Option<PathBuf>,
+    /// Check the course's speed targets (issues 3, 5, 7): each comparison in alternating
+    /// rounds, verdict on the median ratio. Writes docs/results/targets.{md,json} and the
+    /// `targets` block of the READMEs concerned.
+    #[arg(long, conflicts_with_all = ["full", "smoke", "reliability", "c1m"])]
+    targets: bool,
+    /// Rounds per target (with --targets).
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    rounds: u32,
+    /// Only these targets, by id (with --targets; ids in docs/results/targets.md).
+    #[arg(long, value_delimiter = ',', value_name = "IDS")]
+    target: Vec<String>,
     /// How long the C1M run holds the connections idle before checking them.
     #[arg(long, default_value_t = 20, value_name = "SECS")]
     c1m_hold: u64,
+    /// Connections opened per second in the C1M run (echo_client --connect-rate). Above what the
+    /// two cores can accept (connections ÷ time to establish, in the table) connects pile up in
+    /// the SYN queue, their retransmissions back off (1, 3, 7, 15, 31 s) and the slowest time out.
+    #[arg(long, default_value_t = 12_000, value_name = "PER_S")]
+    c1m_rate: u64,
 }
 
 /// The workspace root, found at run time: `cargo run` sets CARGO_MANIFEST_DIR (bench/); run
@@ -176,6 +193,9 @@ fn run_all(args: &Args) -> Result<(), String> {
     if args.reliability {
         return reliability(&rungs, &bins, t0);
     }
+    if args.targets {
+        return check_targets(args, &bins, t0);
+    }
     if args.c1m {
         let command = std::iter::once("cargo run --release -p bench --".to_string())
             .chain(std::env::args().skip(1))
@@ -187,7 +207,14 @@ fn run_all(args: &Args) -> Result<(), String> {
         } else {
             root().join("docs/results")
         };
-        let md = c1m::run(&bins, &args.c1m_steps, args.c1m_hold, &stamp, &out)?;
+        let md = c1m::run(
+            &bins,
+            &args.c1m_steps,
+            args.c1m_hold,
+            args.c1m_rate,
+            &stamp,
+            &out,
+        )?;
         println!("{md}");
         if !args.no_write {
             let path = root().join("docs/c10k.md");
@@ -436,6 +463,10 @@ fn report(
         }
         index += &format!("- [{title}](cost.md) — ![chart](cost.svg)\n");
     }
+    index += "\nFrom runs of their own, each stamped with its machine, command and date:\n\n\
+        - [Speed targets](targets.md), in alternating rounds — `cargo run --release -p bench -- --targets`\n\
+        - [One million connections](c1m.md) — `cargo run --release -p bench -- --c1m` ([the story](../c10k.md#c1m-one-million-connections-on-two-cores))\n\
+        - [Reliability under faults](../reliability.md) — `cargo run --release -p bench -- --reliability`\n";
     std::fs::write(out.join("README.md"), index).map_err(|e| e.to_string())?;
     let raw = json!({
         "schema": 1,
@@ -778,4 +809,52 @@ fn merge(stored: &Path, mode: Mode, rows: Vec<Row>, costs: Vec<Cost>) -> (Vec<Ro
     });
     merged_costs.sort_by_key(|c| rank(&c.rung));
     (merged, merged_costs)
+}
+
+/// `--targets`: see targets.rs.
+fn check_targets(args: &Args, bins: &Path, t0: std::time::Instant) -> Result<(), String> {
+    let echo_client = bins.join("echo_client");
+    let command = std::iter::once("cargo run --release -p bench --".to_string())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let stamp = machine::Stamp::now(command);
+    let (summary, full, json) =
+        targets::run(bins, &echo_client, args.rounds.max(1), &args.target, &stamp);
+    println!("{full}");
+    let partial = !args.target.is_empty();
+    if args.no_write || partial {
+        if partial {
+            eprintln!("bench: --target picks a subset: nothing written (run all targets to write)");
+        }
+    } else {
+        let out = root().join("docs/results");
+        std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
+        std::fs::write(out.join("targets.md"), format!("# Speed targets\n\n{full}"))
+            .map_err(|e| e.to_string())?;
+        std::fs::write(
+            out.join("targets.json"),
+            serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| e.to_string())?;
+        let body = format!(
+            "{summary}\nEvery round: [docs/results/targets.md](../docs/results/targets.md).\n"
+        );
+        for krate in [
+            "epoll_et_server",
+            "multi_epoll_server",
+            "tokio_server",
+            "io_uring_server",
+            "echo_client",
+        ] {
+            let path = root().join(krate).join("README.md");
+            match readme::rewrite(&path, "targets", &body) {
+                Ok(true) => {}
+                Ok(false) => eprintln!("bench: {} has no targets block markers", path.display()),
+                Err(e) => eprintln!("bench: {}: {e}", path.display()),
+            }
+        }
+    }
+    eprintln!("bench: targets done in {:.0} s", t0.elapsed().as_secs_f64());
+    Ok(())
 }

@@ -268,12 +268,22 @@ fn strace_calls(subject: &Subject, load: &Load, echo_client: &Path) -> Option<f6
     let mut strace = cmd.stderr(std::process::Stdio::null()).spawn().ok()?;
     std::thread::sleep(Duration::from_millis(500)); // attach before the load starts
     let c = client::echo_client(echo_client, running.addr(), load, Duration::from_secs(300));
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(strace.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    );
-    let _ = strace.wait();
+    // Stop the server first, then let strace end with it. Not the other way round: strace
+    // started with `-o FILE` blocks SIGINT while it waits for its tracees (strace(1), `-I`), so
+    // a SIGINT to strace is not seen until the server makes a syscall — and a blocking server
+    // idle in accept(2) never does. The server's shutdown adds a few dozen calls to tens of
+    // thousands of requests.
     let _ = running.stop();
+    // Bounded, like everything the harness waits for: strace ends when its last tracee does.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while matches!(strace.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if matches!(strace.try_wait(), Ok(None)) {
+        let _ = strace.kill(); // no summary then: the cell says "–", never a guess
+        let _ = strace.wait();
+        return None;
+    }
     let text = std::fs::read_to_string(&out).ok()?;
     let _ = std::fs::remove_file(&out);
     let total = text.lines().find(|l| l.trim_end().ends_with(" total"))?;
@@ -281,4 +291,72 @@ fn strace_calls(subject: &Subject, load: &Load, echo_client: &Path) -> Option<f6
     let calls: f64 = total.split_whitespace().nth(3)?.parse().ok()?;
     let n = c.completed? as f64;
     (n > 0.0).then(|| calls / n)
+}
+
+/// Which load generator drives a target round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tool {
+    EchoClient,
+    Wrk,
+}
+
+/// One round of a target (targets.rs): a fresh subject, one client run, the rate and the CPU
+/// on both sides.
+#[derive(Clone, Debug, Default)]
+pub struct Sample {
+    pub rate: Option<f64>,
+    pub server_cpu_s: Option<f64>,
+    /// echo_client's own CPU (wrk does not report its own).
+    pub client_cpu_s: Option<f64>,
+    pub completed: Option<u64>,
+    /// Errors or a failure in words; empty when the run was clean.
+    pub trouble: String,
+}
+
+pub fn sample(
+    subject: &Subject,
+    sc: &Scenario,
+    tool: Tool,
+    echo_client: &Path,
+    client_extra: &[&str],
+) -> Sample {
+    let running = match Running::start(subject, &sc.server_args) {
+        Ok(r) => r,
+        Err(e) => {
+            return Sample {
+                trouble: e,
+                ..Sample::default()
+            };
+        }
+    };
+    let cpu0 = procs::group_cpu(running.pgid());
+    let c = match tool {
+        Tool::EchoClient => client::echo_client_with(
+            echo_client,
+            running.addr(),
+            &sc.load,
+            sc.limit,
+            client_extra,
+        ),
+        Tool::Wrk => client::wrk(running.addr(), &sc.load, sc.limit).unwrap_or(ClientOutcome {
+            failure: Some("wrk cannot run this load".into()),
+            ..ClientOutcome::default()
+        }),
+    };
+    let cpu = procs::group_cpu(running.pgid()) - cpu0;
+    let stopped = running.stop();
+    let trouble = match verdict(&stopped, Some(&c)) {
+        Verdict::Ok => String::new(),
+        Verdict::Errors(e) => e,
+        Verdict::TimedOut => "timed out".into(),
+        Verdict::Crashed(s) => format!("crashed: {s}"),
+        Verdict::Failed(e) => e,
+    };
+    Sample {
+        rate: c.rate,
+        server_cpu_s: Some(cpu),
+        client_cpu_s: c.client_cpu_s,
+        completed: c.completed,
+        trouble,
+    }
 }
