@@ -27,7 +27,7 @@ pub fn bars(
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(210)
-        .build_cartesian_2d(0.0..max, (0..n).into_segmented())
+        .build_cartesian_2d(0.0..max, (0..n - 1).into_segmented())
         .map_err(|e| e.to_string())?;
     chart
         .configure_mesh()
