@@ -329,15 +329,16 @@ pub fn run(
         serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?,
     )
     .map_err(|e| e.to_string())?;
-    let bars: Vec<(String, Option<f64>, bool)> = rows
+    let steps: Vec<(u64, u64)> = rows.iter().map(|s| (s.target, s.established)).collect();
+    chart(out, &steps);
+    Ok(md)
+}
+
+/// c1m.svg: connections established per step, from (asked, established) pairs.
+fn chart(out: &Path, steps: &[(u64, u64)]) {
+    let bars: Vec<(String, Option<f64>, bool)> = steps
         .iter()
-        .map(|s| {
-            (
-                thousands(s.target as f64),
-                Some(s.established as f64),
-                false,
-            )
-        })
+        .map(|&(asked, got)| (thousands(asked as f64), Some(got as f64), false))
         .collect();
     if let Err(e) = crate::charts::bars(
         &out.join("c1m.svg"),
@@ -347,5 +348,26 @@ pub fn run(
     ) {
         eprintln!("bench: chart c1m: {e}");
     }
-    Ok(md)
+}
+
+/// `--rewrite-from`: redraws c1m.svg from the c1m.json beside the results, if there is one.
+pub fn rechart(out: &Path) {
+    let Some(v) = std::fs::read_to_string(out.join("c1m.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+    else {
+        return;
+    };
+    let steps: Vec<(u64, u64)> = v
+        .get("steps")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| Some((s.get("target")?.as_u64()?, s.get("established")?.as_u64()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !steps.is_empty() {
+        chart(out, &steps);
+    }
 }

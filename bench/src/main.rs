@@ -743,6 +743,7 @@ fn rewrite_from(path: &Path) -> Result<(), String> {
     let out = path
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    c1m::rechart(&out);
     report(&stamp, mode, &scenarios, &rows, &costs, &out, true)
 }
 
