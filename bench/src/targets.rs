@@ -358,3 +358,47 @@ pub fn run(
     let json = json!({ "schema": 1, "stamp": stamp.json(), "rounds": rounds, "targets": raw });
     (md, full, json)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_even_and_empty() {
+        assert_eq!(median(vec![1.2, 0.9, 1.0]), Some(1.0));
+        assert_eq!(median(vec![1.0, 2.0, 4.0, 3.0]), Some(2.5));
+        assert_eq!(median(Vec::new()), None);
+    }
+
+    #[test]
+    fn ratios_need_both_sides_and_a_finite_result() {
+        let t = &TARGETS[0];
+        let s = |rate: Option<f64>| Sample {
+            rate,
+            ..Sample::default()
+        };
+        assert_eq!(ratio(t, &s(Some(110.0)), &s(Some(100.0))), Some(1.1));
+        assert_eq!(ratio(t, &s(Some(110.0)), &s(None)), None);
+        assert_eq!(ratio(t, &s(Some(1.0)), &s(Some(0.0))), None);
+        // The CPU share reads only the subject's run: server CPU over client CPU.
+        let share = TARGETS
+            .iter()
+            .find(|t| t.measure == Measure::ClientShare)
+            .expect("the client-share target is in the list");
+        let run = Sample {
+            server_cpu_s: Some(4.5),
+            client_cpu_s: Some(5.0),
+            ..Sample::default()
+        };
+        assert_eq!(ratio(share, &run, &Sample::default()), Some(0.9));
+    }
+
+    #[test]
+    fn target_ids_are_unique_and_scenarios_exist() {
+        let all = scenarios::scenarios(Mode::Full);
+        for (i, t) in TARGETS.iter().enumerate() {
+            assert!(all.iter().any(|s| s.id == t.scenario), "{}", t.id);
+            assert!(TARGETS[..i].iter().all(|u| u.id != t.id), "{}", t.id);
+        }
+    }
+}
