@@ -128,17 +128,14 @@ fn verdict(stopped: &procs::Stopped, c: Option<&ClientOutcome>) -> Verdict {
 /// A load scenario: throughput, latency, errors, server CPU and memory, client CPU.
 pub fn load(subject: &Subject, sc: &Scenario, echo_client: &Path, wrk: bool) -> Row {
     let mut row = base_row(subject, sc.id, unit_of(&sc.load));
-    let running = match Running::start(subject, &sc.server_args) {
-        Ok(r) => r,
+    let (c, cpu, stopped) = match drive(subject, sc, Tool::EchoClient, echo_client, &[]) {
+        Ok(run) => run,
         Err(e) => {
             row.verdict = Some(Verdict::Failed(e));
             return row;
         }
     };
-    let cpu0 = procs::group_cpu(running.pgid());
-    let c = client::echo_client(echo_client, running.addr(), &sc.load, sc.limit);
-    row.server_cpu_s = Some(procs::group_cpu(running.pgid()) - cpu0);
-    let stopped = running.stop();
+    row.server_cpu_s = Some(cpu);
     fill_from_client(&mut row, &c);
     row.peak_pss_kib = Some(stopped.peak.pss_kib);
     row.peak_threads = Some(stopped.peak.threads);
@@ -320,8 +317,8 @@ pub fn sample(
     echo_client: &Path,
     client_extra: &[&str],
 ) -> Sample {
-    let running = match Running::start(subject, &sc.server_args) {
-        Ok(r) => r,
+    let (c, cpu, stopped) = match drive(subject, sc, tool, echo_client, client_extra) {
+        Ok(run) => run,
         Err(e) => {
             return Sample {
                 trouble: e,
@@ -329,6 +326,32 @@ pub fn sample(
             };
         }
     };
+    let trouble = match verdict(&stopped, Some(&c)) {
+        Verdict::Ok => String::new(),
+        Verdict::Errors(e) => e,
+        Verdict::TimedOut => "timed out".into(),
+        Verdict::Crashed(s) => format!("crashed: {s}"),
+        Verdict::Failed(e) => e,
+    };
+    Sample {
+        rate: c.rate,
+        server_cpu_s: Some(cpu),
+        client_cpu_s: c.client_cpu_s,
+        completed: c.completed,
+        trouble,
+    }
+}
+
+/// One run of a load scenario, the part `load` and `sample` share: a fresh subject, one client
+/// run, the server's CPU over it (its whole process group, from /proc), and the stopped server.
+fn drive(
+    subject: &Subject,
+    sc: &Scenario,
+    tool: Tool,
+    echo_client: &Path,
+    client_extra: &[&str],
+) -> Result<(ClientOutcome, f64, procs::Stopped), String> {
+    let running = Running::start(subject, &sc.server_args)?;
     let cpu0 = procs::group_cpu(running.pgid());
     let c = match tool {
         Tool::EchoClient => client::echo_client_with(
@@ -344,19 +367,5 @@ pub fn sample(
         }),
     };
     let cpu = procs::group_cpu(running.pgid()) - cpu0;
-    let stopped = running.stop();
-    let trouble = match verdict(&stopped, Some(&c)) {
-        Verdict::Ok => String::new(),
-        Verdict::Errors(e) => e,
-        Verdict::TimedOut => "timed out".into(),
-        Verdict::Crashed(s) => format!("crashed: {s}"),
-        Verdict::Failed(e) => e,
-    };
-    Sample {
-        rate: c.rate,
-        server_cpu_s: Some(cpu),
-        client_cpu_s: c.client_cpu_s,
-        completed: c.completed,
-        trouble,
-    }
+    Ok((c, cpu, running.stop()))
 }
