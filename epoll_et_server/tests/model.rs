@@ -5,7 +5,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use conformance::client::{Conn, GET, probe};
-use conformance::server::{STEP, Server};
+use conformance::server::{STEP, Server, group_cpu_seconds};
 use nix::sys::signal::Signal;
 use server_common::responses::{OK_CLOSE, OK_KEEP_ALIVE};
 
@@ -32,17 +32,6 @@ fn thousands_of_idle_connections_and_a_new_client_is_still_served() {
     let peak = summary_number(&stopped.stdout, "peak concurrent connections");
     assert!(peak >= 5001, "all were open at once: {}", stopped.stdout);
     drop(idle);
-}
-
-/// CPU seconds (user + system) the process has used so far, from /proc/PID/stat.
-fn cpu_seconds(pid: i32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
-    let after = stat.rsplit_once(')').expect("a stat line").1;
-    let f: Vec<&str> = after.split_whitespace().collect();
-    // After the command: state is field 3 of stat(5); utime and stime are fields 14 and 15.
-    let ticks: f64 = f[11].parse::<f64>().expect("utime") + f[12].parse::<f64>().expect("stime");
-    // SAFETY: sysconf only reads a configuration value.
-    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
 #[test]
@@ -78,9 +67,9 @@ fn out_of_descriptors_it_pauses_accepting_then_serves_the_queue() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let (cpu0, t1) = (cpu_seconds(server.pid), Instant::now());
+    let (cpu0, t1) = (group_cpu_seconds(server.pid), Instant::now());
     std::thread::sleep(Duration::from_secs(1));
-    let busy = (cpu_seconds(server.pid) - cpu0) / t1.elapsed().as_secs_f64();
+    let busy = (group_cpu_seconds(server.pid) - cpu0) / t1.elapsed().as_secs_f64();
     assert!(
         busy < 0.5,
         "spinning on EMFILE: {:.0}% of a core",

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use conformance::client::{Conn, End, GET, connect, echo_probe, pattern, reset};
-use conformance::server::{STEP, Server};
+use conformance::server::{STEP, Server, group_cpu_seconds};
 use conformance::summary::value;
 use nix::sys::signal::Signal;
 use server_common::responses::OK_KEEP_ALIVE;
@@ -242,22 +242,6 @@ fn clients_that_never_read_cost_bounded_memory_and_stall_nobody() {
     });
 }
 
-/// CPU seconds (user + system) the process has used so far, from /proc/PID/stat.
-fn cpu_seconds(pid: i32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
-    let fields: Vec<f64> = stat
-        .rsplit_once(')')
-        .map(|(_, f)| {
-            f.split_whitespace()
-                .filter_map(|w| w.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    // After the state letter (not a number), utime and stime are the 11th and 12th numbers.
-    // SAFETY: sysconf only reads a configuration value.
-    (fields[10] + fields[11]) / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
-}
-
 #[test]
 fn out_of_descriptors_the_accept_pauses_and_is_rearmed() {
     // 64 descriptors: stdio, the listener and the ring leave room for 59 connections. `sh`
@@ -288,9 +272,9 @@ fn out_of_descriptors_the_accept_pauses_and_is_rearmed() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let (cpu0, t1) = (cpu_seconds(server.pid), Instant::now());
+    let (cpu0, t1) = (group_cpu_seconds(server.pid), Instant::now());
     std::thread::sleep(Duration::from_millis(2500));
-    let busy = (cpu_seconds(server.pid) - cpu0) / t1.elapsed().as_secs_f64();
+    let busy = (group_cpu_seconds(server.pid) - cpu0) / t1.elapsed().as_secs_f64();
     assert!(
         busy < 0.5,
         "spinning on EMFILE: {:.0}% of a core",
