@@ -51,6 +51,19 @@ impl Stamp {
         )
     }
 
+    /// A stamp back from [`Stamp::json`] ("unknown" where a field is missing).
+    pub fn from_json(v: &serde_json::Value) -> Stamp {
+        let s = |k: &str| v[k].as_str().unwrap_or("unknown").to_string();
+        Stamp {
+            cpu: s("cpu"),
+            cores: v["cores"].as_u64().unwrap_or(0) as usize,
+            kernel: s("kernel"),
+            rustc: s("rustc"),
+            date: s("date"),
+            command: s("command"),
+        }
+    }
+
     pub fn json(&self) -> serde_json::Value {
         serde_json::json!({
             "cpu": self.cpu, "cores": self.cores, "kernel": self.kernel,

@@ -81,7 +81,8 @@ struct Args {
     )]
     c1m_steps: Vec<u64>,
     /// Measure nothing: rebuild every table, chart and README block from the raw results of an
-    /// earlier run (its results.json), e.g. after editing a template.
+    /// earlier run (its results.json), e.g. after editing a template. With --targets: the
+    /// targets' tables from an earlier targets.json.
     #[arg(long, value_name = "RESULTS_JSON", conflicts_with_all = ["full", "smoke", "reliability", "c1m"])]
     rewrite_from: Option<PathBuf>,
     /// Check the course's speed targets (issues 3, 5, 7): each comparison in alternating
@@ -184,7 +185,11 @@ fn run_all(args: &Args) -> Result<(), String> {
         return Err("no rung to run (--only names only planned rungs?)".into());
     }
     if let Some(path) = &args.rewrite_from {
-        return rewrite_from(path);
+        return if args.targets {
+            rewrite_targets(args, path)
+        } else {
+            rewrite_from(path)
+        };
     }
     if !args.no_build {
         build(&rungs)?;
@@ -706,23 +711,7 @@ fn rewrite_from(path: &Path) -> Result<(), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let v: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    let s = |k: &str| {
-        v.pointer(&format!("/stamp/{k}"))
-            .and_then(serde_json::Value::as_str)
-            .unwrap_or("unknown")
-            .to_string()
-    };
-    let stamp = machine::Stamp {
-        cpu: s("cpu"),
-        cores: v
-            .pointer("/stamp/cores")
-            .and_then(serde_json::Value::as_u64)
-            .unwrap_or(0) as usize,
-        kernel: s("kernel"),
-        rustc: s("rustc"),
-        date: s("date"),
-        command: s("command"),
-    };
+    let stamp = machine::Stamp::from_json(&v["stamp"]);
     let mode = match v.get("mode").and_then(serde_json::Value::as_str) {
         Some("full") => Mode::Full,
         Some("smoke") => Mode::Smoke,
@@ -820,22 +809,37 @@ fn check_targets(args: &Args, bins: &Path, t0: std::time::Instant) -> Result<(),
         .collect::<Vec<_>>()
         .join(" ");
     let stamp = machine::Stamp::now(command);
-    let (summary, full, json) =
-        targets::run(bins, &echo_client, args.rounds.max(1), &args.target, &stamp);
-    println!("{full}");
+    let json = targets::run(bins, &echo_client, args.rounds.max(1), &args.target, &stamp);
     let partial = !args.target.is_empty();
-    if args.no_write || partial {
-        if partial {
-            eprintln!("bench: --target picks a subset: nothing written (run all targets to write)");
-        }
-    } else {
+    if partial {
+        eprintln!("bench: --target picks a subset: nothing written (run all targets to write)");
+    }
+    write_targets(&json, args.no_write || partial)?;
+    eprintln!("bench: targets done in {:.0} s", t0.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// `--targets --rewrite-from targets.json`: the tables of an earlier targets run, rebuilt.
+fn rewrite_targets(args: &Args, path: &Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    write_targets(&json, args.no_write)
+}
+
+/// Prints the targets report and, unless `dry`, writes docs/results/targets.{md,json} and the
+/// `targets` block of the READMEs concerned.
+fn write_targets(json: &serde_json::Value, dry: bool) -> Result<(), String> {
+    let (summary, full) = targets::render(json);
+    println!("{full}");
+    if !dry {
         let out = root().join("docs/results");
         std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
         std::fs::write(out.join("targets.md"), format!("# Speed targets\n\n{full}"))
             .map_err(|e| e.to_string())?;
         std::fs::write(
             out.join("targets.json"),
-            serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?,
+            serde_json::to_string_pretty(json).map_err(|e| e.to_string())?,
         )
         .map_err(|e| e.to_string())?;
         let body = format!(
@@ -856,6 +860,5 @@ fn check_targets(args: &Args, bins: &Path, t0: std::time::Instant) -> Result<(),
             }
         }
     }
-    eprintln!("bench: targets done in {:.0} s", t0.elapsed().as_secs_f64());
     Ok(())
 }
