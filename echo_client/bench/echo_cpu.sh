@@ -5,14 +5,10 @@
 set -euo pipefail
 ROUNDS=${ROUNDS:-3}
 T=${T:-$(dirname "$0")/../../target/release}
-out=$(mktemp)
-"$T/examples/echo_server" --addr 127.0.0.1:0 --threads 1 > "$out" &
-SERVER=$!
-trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null || true; rm -f "$out"' EXIT
-for _ in $(seq 50); do grep -q listening "$out" && break; sleep 0.1; done
-ADDR=$(grep -o '127.0.0.1:[0-9]*' "$out")
+CLEANUP=()
+source "$(dirname "$0")/echo_server.sh"
+start_echo_server
 tick=$(getconf CLK_TCK)
-scpu() { awk '{print $14+$15}' /proc/$SERVER/stat; }
 bash "$(dirname "$0")/machine.sh"
 for i in $(seq "$ROUNDS"); do
   echo

@@ -250,3 +250,35 @@ fn processes_merge_their_reports() {
     assert_eq!(num(&j, "/errors/mismatch"), 4);
     assert_eq!(num(&j, "/transfer/completed"), 4);
 }
+
+/// `examples/uring_floor.rs` (the floor `bench/floor.sh` compares echo_client with) completes
+/// every message, with both thread counts the script uses, and counts them right.
+#[test]
+fn the_io_uring_floor_client_completes_every_message() {
+    // Examples are built by `cargo test` next to the test binaries: target/<profile>/examples.
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("examples/uring_floor"))
+        .expect("target/<profile>/deps/<test> has two parents");
+    let server = TestServer::start(|_, c| echo(c));
+    for threads in ["1", "2"] {
+        let out = std::process::Command::new(&bin)
+            .args(["--addr", &server.addr.to_string(), "-c", "4", "-n", "50"])
+            .args(["--size", "100", "--threads", threads])
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains("uring_floor    200 messages in"),
+            "{stdout}"
+        );
+        assert!(stdout.contains("client CPU"), "{stdout}");
+    }
+}
