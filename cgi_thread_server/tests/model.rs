@@ -96,15 +96,7 @@ fn a_refused_thread_closes_its_connection_and_nothing_else() {
         let (bytes, _eof_or_reset) = c.read_to_end();
         assert!(bytes.is_empty(), "no thread, no answer: {bytes:?}");
     }
-    let t0 = Instant::now();
-    while !s.stderr().contains("cannot spawn a connection thread") {
-        assert!(
-            t0.elapsed() < STEP,
-            "the refusal is logged: {:?}",
-            s.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    s.wait_for_log("cannot spawn a connection thread", "the refusal is logged");
     assert!(
         s.is_running(),
         "a refused thread must not take the server down"

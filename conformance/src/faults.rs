@@ -21,7 +21,7 @@ use server_common::responses::OK_CLOSE;
 use crate::Target;
 use crate::client::{Conn, GET, connect, echo_probe, pattern, reset};
 use crate::rungs::Concurrency;
-use crate::server::{Server, group_cpu_seconds, group_pss_kib, live_processes_in_group};
+use crate::server::{Server, group_pss_kib, live_processes_in_group};
 
 /// What a probe saw.
 #[derive(Clone, Debug, PartialEq)]
@@ -136,9 +136,7 @@ pub fn emfile(t: &Target) -> Outcome {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(300));
-    let cpu0 = group_cpu_seconds(s.pid);
-    std::thread::sleep(Duration::from_secs(1));
-    let cpu = group_cpu_seconds(s.pid) - cpu0;
+    let cpu = s.busy_fraction(Duration::from_secs(1));
     let opened = flood.len();
     drop(flood);
     if !s.is_running() {

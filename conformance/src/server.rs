@@ -157,6 +157,24 @@ impl Server {
             .clone()
     }
 
+    /// Waits up to `STEP` for `needle` to appear on the server's stderr (a log line the test
+    /// provoked); panics with `what` and the whole log if it does not.
+    pub fn wait_for_log(&self, needle: &str, what: &str) {
+        let t0 = Instant::now();
+        while !self.stderr().contains(needle) {
+            assert!(t0.elapsed() < STEP, "{what}: {:?}", self.stderr());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The share of one core the server's process group used over the next `over`, measured
+    /// by sleeping through it: for "waiting, not spinning" checks (0.0 idle, 1.0 a whole core).
+    pub fn busy_fraction(&self, over: Duration) -> f64 {
+        let (cpu0, t0) = (group_cpu_seconds(self.pid), Instant::now());
+        std::thread::sleep(over);
+        (group_cpu_seconds(self.pid) - cpu0) / t0.elapsed().as_secs_f64()
+    }
+
     /// Whether the server process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

@@ -2,10 +2,10 @@
 //! and running out of descriptors pauses accepting instead of spinning or dropping clients.
 
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use conformance::client::{Conn, GET, probe};
-use conformance::server::{STEP, Server, group_cpu_seconds};
+use conformance::server::Server;
 use nix::sys::signal::Signal;
 use server_common::responses::{OK_CLOSE, OK_KEEP_ALIVE};
 
@@ -58,18 +58,8 @@ fn out_of_descriptors_it_pauses_accepting_then_serves_the_queue() {
         "served beyond 64 descriptors?"
     );
     // … logged, and not spinning: 100 ms pauses between attempts cost next to nothing.
-    let t0 = Instant::now();
-    while !server.stderr().contains("Too many open files") {
-        assert!(
-            t0.elapsed() < STEP,
-            "EMFILE not logged: {}",
-            server.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let (cpu0, t1) = (group_cpu_seconds(server.pid), Instant::now());
-    std::thread::sleep(Duration::from_secs(1));
-    let busy = (group_cpu_seconds(server.pid) - cpu0) / t1.elapsed().as_secs_f64();
+    server.wait_for_log("Too many open files", "EMFILE not logged");
+    let busy = server.busy_fraction(Duration::from_secs(1));
     assert!(
         busy < 0.5,
         "spinning on EMFILE: {:.0}% of a core",

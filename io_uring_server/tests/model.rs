@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use conformance::client::{Conn, End, GET, connect, echo_probe, pattern, reset};
-use conformance::server::{STEP, Server, group_cpu_seconds};
+use conformance::server::{STEP, Server};
 use conformance::summary::value;
 use nix::sys::signal::Signal;
 use server_common::responses::OK_KEEP_ALIVE;
@@ -264,17 +264,8 @@ fn out_of_descriptors_the_accept_pauses_and_is_rearmed() {
     );
     // The multishot accept ended with EMFILE: logged, and re-armed every 100 ms, not at once.
     let t0 = Instant::now();
-    while !server.stderr().contains("Too many open files") {
-        assert!(
-            t0.elapsed() < STEP,
-            "EMFILE not logged: {}",
-            server.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let (cpu0, t1) = (group_cpu_seconds(server.pid), Instant::now());
-    std::thread::sleep(Duration::from_millis(2500));
-    let busy = (group_cpu_seconds(server.pid) - cpu0) / t1.elapsed().as_secs_f64();
+    server.wait_for_log("Too many open files", "EMFILE not logged");
+    let busy = server.busy_fraction(Duration::from_millis(2500));
     assert!(
         busy < 0.5,
         "spinning on EMFILE: {:.0}% of a core",
