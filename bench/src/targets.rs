@@ -225,17 +225,20 @@ fn round(t: &Target, sc: &Scenario, bins: &Path, echo_client: &Path, flip: bool)
     (subject, reference)
 }
 
-/// The index of a side's best run: the highest rate (the first run when none has one).
+/// The index of a side's best run: the highest rate among its clean runs (no errors, no
+/// trouble), else among the runs with a rate, else the first.
 fn best(side: &[Sample]) -> usize {
-    (0..side.len())
-        .filter(|&k| side[k].rate.is_some())
-        .max_by(|&a, &b| {
-            side[a]
-                .rate
-                .unwrap_or(0.0)
-                .total_cmp(&side[b].rate.unwrap_or(0.0))
-        })
-        .unwrap_or(0)
+    let top = |clean: bool| {
+        (0..side.len())
+            .filter(|&k| side[k].rate.is_some() && (!clean || side[k].trouble.is_empty()))
+            .max_by(|&a, &b| {
+                side[a]
+                    .rate
+                    .unwrap_or(0.0)
+                    .total_cmp(&side[b].rate.unwrap_or(0.0))
+            })
+    };
+    top(true).or_else(|| top(false)).unwrap_or(0)
 }
 
 /// A side's cell: its best run, naming the configuration and the others' rates when the
@@ -559,6 +562,12 @@ mod tests {
         // A run without a rate never wins; with none at all, the first stands.
         assert_eq!(best(&[run(None, "timed out"), run(Some(5.0), "")]), 1);
         assert_eq!(best(&[run(None, "a"), run(None, "b")]), 0);
+        // A faster run with errors loses to a clean one; alone, it still counts.
+        assert_eq!(best(&[run(Some(9.0), ""), run(Some(10.0), "3 resets")]), 0);
+        assert_eq!(
+            best(&[run(Some(9.0), "1 reset"), run(Some(10.0), "3 resets")]),
+            1
+        );
         let sweep = TARGETS
             .iter()
             .find(|t| t.id == "epoll-vs-tokio")
