@@ -214,7 +214,10 @@ pub fn wrk(addr: SocketAddr, load: &Load, limit: Duration) -> Option<ClientOutco
     }
     cmd.arg(format!("http://{addr}/"));
     let f = procs::run_bounded(&mut cmd, limit).ok()?;
-    Some(parse_wrk(&f.stdout))
+    Some(ClientOutcome {
+        client_cpu_s: f.cpu_s,
+        ..parse_wrk(&f.stdout)
+    })
 }
 
 /// "1.23ms" → 1230 µs.

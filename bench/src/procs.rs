@@ -93,6 +93,28 @@ pub struct Finished {
     pub timed_out: bool,
     pub stdout: String,
     pub stderr: String,
+    /// The command's CPU seconds (user + system, all its threads), from wait4(2)'s rusage:
+    /// how wrk's own cost is known, since wrk does not report it.
+    pub cpu_s: Option<f64>,
+}
+
+/// Reaps our child `pid` if it has exited (or waits for it, when `block`), returning its CPU
+/// seconds; None while it runs.
+fn reap(pid: libc::pid_t, block: bool) -> Option<f64> {
+    let mut status = 0;
+    // SAFETY: rusage is a plain C struct of integers, for which all-zero bytes are valid.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let flags = if block { 0 } else { libc::WNOHANG };
+    // SAFETY: `pid` is our own child, which nothing else waits for (std's `Child` is never
+    // waited on in `run_bounded`); `status` and `ru` are valid, writable out-parameters.
+    let r = unsafe { libc::wait4(pid, &raw mut status, flags, &raw mut ru) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    // r < 0 (ECHILD) cannot happen for a child only we reap; treat it as gone, CPU unknown.
+    match r {
+        0 => None,
+        r if r == pid => Some(secs(ru.ru_utime) + secs(ru.ru_stime)),
+        _ => Some(f64::NAN),
+    }
 }
 
 /// Runs a command to completion in its own process group, killed after `limit`.
@@ -105,24 +127,24 @@ pub fn run_bounded(cmd: &mut Command, limit: Duration) -> std::io::Result<Finish
         drain(child.stderr.take().expect("piped")),
     );
     let mut timed_out = false;
-    loop {
-        if let Ok(Some(_)) = child.try_wait() {
-            break;
+    let cpu = loop {
+        if let Some(cpu) = reap(pgid, false) {
+            break cpu;
         }
         if t0.elapsed() > limit {
             timed_out = true;
             kill_group(pgid);
-            let _ = child.wait();
-            break;
+            break reap(pgid, true).unwrap_or(f64::NAN);
         }
         std::thread::sleep(Duration::from_millis(10));
-    }
+    };
     kill_group(pgid); // anything the command left behind in its group
     std::thread::sleep(Duration::from_millis(20)); // let the drain threads read the last bytes
     Ok(Finished {
         timed_out,
         stdout: text(&out),
         stderr: text(&err),
+        cpu_s: Some(cpu).filter(|c| c.is_finite()),
     })
 }
 
@@ -310,6 +332,29 @@ pub fn summary_cpu(summary: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A client's CPU comes back from wait4: a busy command shows its seconds, an idle one
+    /// next to none, and a command past its limit is killed and reported as timed out.
+    #[test]
+    fn a_bounded_run_reports_the_commands_cpu() {
+        let busy = "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; echo done";
+        let f = run_bounded(
+            Command::new("sh").args(["-c", busy]),
+            Duration::from_secs(60),
+        )
+        .expect("sh runs");
+        assert!(!f.timed_out);
+        assert_eq!(f.stdout.trim(), "done");
+        let cpu = f.cpu_s.expect("the command's CPU");
+        assert!(cpu > 0.05, "a busy shell loop took {cpu} s of CPU?");
+        let f = run_bounded(Command::new("sleep").arg("0.3"), Duration::from_secs(60))
+            .expect("sleep runs");
+        assert!(f.cpu_s.expect("sleep's CPU") < 0.1);
+        let t0 = Instant::now();
+        let f = run_bounded(Command::new("sleep").arg("30"), Duration::from_millis(300))
+            .expect("sleep runs");
+        assert!(f.timed_out && t0.elapsed() < Duration::from_secs(10));
+    }
 
     #[test]
     fn reads_the_summary_lines() {

@@ -268,6 +268,20 @@ fn side_cell(t: &Target, side: &[Sample], unit: &str) -> String {
     )
 }
 
+/// `cell` plus the client's CPU per request of the side's best run, where it is known (wrk's
+/// from wait4, echo_client's from its report).
+fn with_client_cpu(cell: String, side: &[Sample]) -> String {
+    let Some(s) = side.get(best(side)) else {
+        return cell;
+    };
+    match (s.client_cpu_s, s.completed) {
+        (Some(cpu), Some(n)) if n > 0 => {
+            format!("{cell}; client CPU {:.1} µs/request", cpu * 1e6 / n as f64)
+        }
+        _ => cell,
+    }
+}
+
 /// A side's runs as JSON: the best run's figures at the top (as before the sweep), every run
 /// under `runs`.
 fn side_json(t: &Target, side: &[Sample]) -> Value {
@@ -475,7 +489,12 @@ pub fn render(v: &Value) -> (String, String) {
                     s.client_cpu_s
                         .map_or("–".into(), |c| format!("{c:.2} s ({})", cell(s, unit))),
                 ),
-                _ => (side_cell(t, &sub, unit), side_cell(t, &refs, unit)),
+                // Client against client: each one's own CPU per request beside its rate.
+                Measure::ClientVsWrk => (
+                    with_client_cpu(side_cell(t, &sub, unit), &sub),
+                    with_client_cpu(side_cell(t, &refs, unit), &refs),
+                ),
+                Measure::Rate => (side_cell(t, &sub, unit), side_cell(t, &refs, unit)),
             };
             details += &format!(
                 "| {} | {a} | {b} | {} |\n",
@@ -594,6 +613,25 @@ mod tests {
                 assert_eq!(t.clients.len(), 1, "{}", t.id);
             }
         }
+    }
+
+    #[test]
+    fn client_cells_carry_the_clients_cpu_per_request_when_known() {
+        let run = Sample {
+            rate: Some(50_000.0),
+            completed: Some(500_000),
+            client_cpu_s: Some(6.5),
+            ..Sample::default()
+        };
+        assert_eq!(
+            with_client_cpu("50,000 req/s".into(), std::slice::from_ref(&run)),
+            "50,000 req/s; client CPU 13.0 µs/request"
+        );
+        let unknown = Sample {
+            client_cpu_s: None,
+            ..run
+        };
+        assert_eq!(with_client_cpu("x".into(), &[unknown]), "x");
     }
 
     #[test]
