@@ -202,10 +202,7 @@ fn run_all(args: &Args) -> Result<(), String> {
         return check_targets(args, &bins, t0);
     }
     if args.c1m {
-        let command = std::iter::once("cargo run --release -p bench --".to_string())
-            .chain(std::env::args().skip(1))
-            .collect::<Vec<_>>()
-            .join(" ");
+        let command = command_line();
         let stamp = machine::Stamp::now(command);
         let out = if args.no_write {
             target_dir().join("bench-c1m")
@@ -321,10 +318,7 @@ fn run_all(args: &Args) -> Result<(), String> {
     }
     bar.finish_and_clear();
 
-    let command = std::iter::once("cargo run --release -p bench --".to_string())
-        .chain(std::env::args().skip(1))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let command = command_line();
     let stamp = machine::Stamp::now(command.trim_end_matches(" --").to_string());
     let write = (args.write || mode == Mode::Full) && !args.no_write && mode != Mode::Smoke;
     let out_dir = if write {
@@ -706,11 +700,23 @@ fn write_doc_blocks(stamp: &machine::Stamp, rows: &[Row], costs: &[Cost]) {
     }
 }
 
+/// How this run was started, for the stamp: `cargo run --release -p bench -- <its flags>`.
+fn command_line() -> String {
+    std::iter::once("cargo run --release -p bench --".to_string())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A JSON file of an earlier run; errors name the file.
+fn read_json(path: &Path) -> Result<serde_json::Value, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// `--rewrite-from`: the outputs of an earlier run, rebuilt from its results.json.
 fn rewrite_from(path: &Path) -> Result<(), String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let v = read_json(path)?;
     let stamp = machine::Stamp::from_json(&v["stamp"]);
     let mode = match v.get("mode").and_then(serde_json::Value::as_str) {
         Some("full") => Mode::Full,
@@ -804,15 +810,18 @@ fn merge(stored: &Path, mode: Mode, rows: Vec<Row>, costs: Vec<Cost>) -> (Vec<Ro
 /// `--targets`: see targets.rs.
 fn check_targets(args: &Args, bins: &Path, t0: std::time::Instant) -> Result<(), String> {
     let echo_client = bins.join("echo_client");
-    let command = std::iter::once("cargo run --release -p bench --".to_string())
-        .chain(std::env::args().skip(1))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let command = command_line();
     let stamp = machine::Stamp::now(command);
     let json = targets::run(bins, &echo_client, args.rounds.max(1), &args.target, &stamp);
     let partial = !args.target.is_empty();
     if partial {
         eprintln!("bench: --target picks a subset: nothing written (run all targets to write)");
+    }
+    if !(args.no_write || partial) {
+        let out = root().join("docs/results");
+        std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
+        let text = serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?;
+        std::fs::write(out.join("targets.json"), text).map_err(|e| e.to_string())?;
     }
     write_targets(&json, args.no_write || partial)?;
     eprintln!("bench: targets done in {:.0} s", t0.elapsed().as_secs_f64());
@@ -821,14 +830,11 @@ fn check_targets(args: &Args, bins: &Path, t0: std::time::Instant) -> Result<(),
 
 /// `--targets --rewrite-from targets.json`: the tables of an earlier targets run, rebuilt.
 fn rewrite_targets(args: &Args, path: &Path) -> Result<(), String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let json: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    write_targets(&json, args.no_write)
+    write_targets(&read_json(path)?, args.no_write)
 }
 
-/// Prints the targets report and, unless `dry`, writes docs/results/targets.{md,json} and the
-/// `targets` block of the READMEs concerned.
+/// Prints the targets report and, unless `dry`, writes docs/results/targets.md and the
+/// `targets` block of the READMEs concerned (targets.json is the input: written only by a run).
 fn write_targets(json: &serde_json::Value, dry: bool) -> Result<(), String> {
     let (summary, full) = targets::render(json);
     println!("{full}");
@@ -837,11 +843,6 @@ fn write_targets(json: &serde_json::Value, dry: bool) -> Result<(), String> {
         std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
         std::fs::write(out.join("targets.md"), format!("# Speed targets\n\n{full}"))
             .map_err(|e| e.to_string())?;
-        std::fs::write(
-            out.join("targets.json"),
-            serde_json::to_string_pretty(json).map_err(|e| e.to_string())?,
-        )
-        .map_err(|e| e.to_string())?;
         let body = format!(
             "{summary}\nEvery round: [docs/results/targets.md](../docs/results/targets.md).\n"
         );

@@ -1,46 +1,11 @@
-//! What a server costs, read from /proc for its whole process group (forked children
-//! included): CPU ticks, proportional memory, threads.
+//! What a server holds, read from /proc for its whole process group (forked children
+//! included): proportional memory, threads. Its CPU: `conformance::server::group_cpu_seconds`.
 
 use std::fs;
 
-/// Clock ticks per second for /proc/PID/stat's time fields.
-fn ticks_per_sec() -> f64 {
-    // SAFETY: sysconf only reads a constant of the running system.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 { t as f64 } else { 100.0 }
-}
-
-/// The processes (not zombies) whose process group is `pgid`.
-pub fn group_pids(pgid: i32) -> Vec<i32> {
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&pid| stat_fields(pid).is_some_and(|f| f[0] != "Z" && f[2].parse() == Ok(pgid)))
-        .collect()
-}
-
-/// /proc/PID/stat's fields after the command name (field 3 of the man page is index 0).
-fn stat_fields(pid: i32) -> Option<Vec<String>> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, after) = stat.rsplit_once(')')?;
-    Some(after.split_whitespace().map(str::to_string).collect())
-}
-
-/// CPU seconds of a process: user + system, plus its reaped children's (cutime + cstime), so
-/// work done by children that already exited is not lost.
-fn cpu_seconds(pid: i32) -> f64 {
-    stat_fields(pid).map_or(0.0, |f| {
-        // utime, stime, cutime, cstime are fields 14-17 of proc(5): indices 11-14 here.
-        let t: f64 = f[11..15].iter().filter_map(|v| v.parse::<f64>().ok()).sum();
-        t / ticks_per_sec()
-    })
-}
-
-/// Total CPU seconds of a process group right now.
-pub fn group_cpu(pgid: i32) -> f64 {
-    group_pids(pgid).into_iter().map(cpu_seconds).sum()
-}
+// CPU and the group's processes: conformance::server (group_cpu_seconds,
+// live_processes_in_group), which the tests use too.
+use conformance::server::live_processes_in_group;
 
 fn status_field(pid: i32, name: &str) -> Option<u64> {
     let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -81,7 +46,7 @@ pub struct Sample {
 }
 
 pub fn sample(pgid: i32) -> Sample {
-    let pids = group_pids(pgid);
+    let pids = live_processes_in_group(pgid);
     Sample {
         pss_kib: pids.iter().map(|&p| pss_kib(p)).sum(),
         threads: pids

@@ -98,9 +98,9 @@ pub struct Finished {
     pub cpu_s: Option<f64>,
 }
 
-/// Reaps our child `pid` if it has exited (or waits for it, when `block`), returning its CPU
-/// seconds; None while it runs.
-fn reap(pid: libc::pid_t, block: bool) -> Option<f64> {
+/// Reaps our child `pid` if it has exited (or waits for it, when `block`): None while it runs;
+/// once reaped, its CPU seconds (None if wait4 could not say).
+fn reap(pid: libc::pid_t, block: bool) -> Option<Option<f64>> {
     let mut status = 0;
     // SAFETY: rusage is a plain C struct of integers, for which all-zero bytes are valid.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
@@ -109,11 +109,11 @@ fn reap(pid: libc::pid_t, block: bool) -> Option<f64> {
     // waited on in `run_bounded`); `status` and `ru` are valid, writable out-parameters.
     let r = unsafe { libc::wait4(pid, &raw mut status, flags, &raw mut ru) };
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    // r < 0 (ECHILD) cannot happen for a child only we reap; treat it as gone, CPU unknown.
     match r {
         0 => None,
-        r if r == pid => Some(secs(ru.ru_utime) + secs(ru.ru_stime)),
-        _ => Some(f64::NAN),
+        r if r == pid => Some(Some(secs(ru.ru_utime) + secs(ru.ru_stime))),
+        // ECHILD cannot happen for a child only we reap; if it does, it is gone, CPU unknown.
+        _ => Some(None),
     }
 }
 
@@ -127,14 +127,14 @@ pub fn run_bounded(cmd: &mut Command, limit: Duration) -> std::io::Result<Finish
         drain(child.stderr.take().expect("piped")),
     );
     let mut timed_out = false;
-    let cpu = loop {
+    let cpu_s = loop {
         if let Some(cpu) = reap(pgid, false) {
             break cpu;
         }
         if t0.elapsed() > limit {
             timed_out = true;
             kill_group(pgid);
-            break reap(pgid, true).unwrap_or(f64::NAN);
+            break reap(pgid, true).flatten();
         }
         std::thread::sleep(Duration::from_millis(10));
     };
@@ -144,7 +144,7 @@ pub fn run_bounded(cmd: &mut Command, limit: Duration) -> std::io::Result<Finish
         timed_out,
         stdout: text(&out),
         stderr: text(&err),
-        cpu_s: Some(cpu).filter(|c| c.is_finite()),
+        cpu_s,
     })
 }
 
@@ -190,7 +190,8 @@ impl Sampling {
     }
 }
 
-pub use procfs::group_cpu;
+/// Total CPU seconds of a process group right now (its reaped children included).
+pub use conformance::server::group_cpu_seconds as group_cpu;
 
 /// How a server ended.
 #[derive(Debug)]
@@ -269,13 +270,7 @@ impl ServerRun {
         };
         if crashed.is_none() {
             let _ = nix::sys::signal::kill(Pid::from_raw(self.pgid), Signal::SIGTERM);
-            let t0 = Instant::now();
-            while t0.elapsed() < Duration::from_secs(5) {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            let _ = conformance::server::wait_timeout(&mut self.child, Duration::from_secs(5));
         }
         kill_group(self.pgid);
         let _ = self.child.wait();

@@ -259,7 +259,7 @@ fn strace_calls(subject: &Subject, load: &Load, echo_client: &Path) -> Option<f6
     let out = std::env::temp_dir().join(format!("bench-strace-{}.txt", std::process::id()));
     let mut cmd = Command::new("strace");
     cmd.args(["-c", "-f", "-qq", "-o"]).arg(&out);
-    for pid in crate::procfs::group_pids(running.pgid()) {
+    for pid in conformance::server::live_processes_in_group(running.pgid()) {
         cmd.args(["-p", &pid.to_string()]);
     }
     let mut strace = cmd.stderr(std::process::Stdio::null()).spawn().ok()?;
@@ -272,11 +272,7 @@ fn strace_calls(subject: &Subject, load: &Load, echo_client: &Path) -> Option<f6
     // thousands of requests.
     let _ = running.stop();
     // Bounded, like everything the harness waits for: strace ends when its last tracee does.
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while matches!(strace.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    if matches!(strace.try_wait(), Ok(None)) {
+    if conformance::server::wait_timeout(&mut strace, Duration::from_secs(15)).is_none() {
         let _ = strace.kill(); // no summary then: the cell says "–", never a guess
         let _ = strace.wait();
         return None;
@@ -303,7 +299,7 @@ pub enum Tool {
 pub struct Sample {
     pub rate: Option<f64>,
     pub server_cpu_s: Option<f64>,
-    /// echo_client's own CPU (wrk does not report its own).
+    /// The client's CPU: echo_client's own report, wrk's from wait4 (procs::run_bounded).
     pub client_cpu_s: Option<f64>,
     pub completed: Option<u64>,
     /// Errors or a failure in words; empty when the run was clean.

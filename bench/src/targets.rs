@@ -241,16 +241,34 @@ fn best(side: &[Sample]) -> usize {
     top(true).or_else(|| top(false)).unwrap_or(0)
 }
 
+/// A side's best run with its index (None for a side that was not run), or a blank sample.
+fn top(side: &[Sample]) -> Option<(usize, &Sample)> {
+    let b = best(side);
+    side.get(b).map(|s| (b, s))
+}
+
+static NONE: Sample = Sample {
+    rate: None,
+    server_cpu_s: None,
+    client_cpu_s: None,
+    completed: None,
+    trouble: String::new(),
+};
+
+/// A side's best run, or an empty sample (no rate, no CPU) for a side that was not run.
+fn top_or_none(side: &[Sample]) -> &Sample {
+    top(side).map_or(&NONE, |(_, s)| s)
+}
+
 /// A side's cell: its best run, naming the configuration and the others' rates when the
 /// target sweeps the client's configurations.
 fn side_cell(t: &Target, side: &[Sample], unit: &str) -> String {
-    let Some(top) = side.get(best(side)) else {
+    let Some((b, top)) = top(side) else {
         return "–".into();
     };
     if t.clients.len() < 2 {
         return cell(top, unit);
     }
-    let b = best(side);
     let others = (0..side.len())
         .filter(|&k| k != b)
         .map(|k| match side[k].rate {
@@ -271,7 +289,7 @@ fn side_cell(t: &Target, side: &[Sample], unit: &str) -> String {
 /// `cell` plus the client's CPU per request of the side's best run, where it is known (wrk's
 /// from wait4, echo_client's from its report).
 fn with_client_cpu(cell: String, side: &[Sample]) -> String {
-    let Some(s) = side.get(best(side)) else {
+    let Some((_, s)) = top(side) else {
         return cell;
     };
     match (s.client_cpu_s, s.completed) {
@@ -289,11 +307,11 @@ fn side_json(t: &Target, side: &[Sample]) -> Value {
         json!({ "rate": s.rate, "completed": s.completed, "server_cpu_s": s.server_cpu_s,
                 "client_cpu_s": s.client_cpu_s, "trouble": s.trouble })
     };
-    let Some(top) = side.get(best(side)) else {
+    let Some((b, top)) = top(side) else {
         return Value::Null;
     };
     let mut v = one(top);
-    v["client_flags"] = json!(t.clients[best(side)].join(" "));
+    v["client_flags"] = json!(t.clients[b].join(" "));
     v["runs"] = side
         .iter()
         .zip(t.clients)
@@ -352,18 +370,11 @@ pub fn run(
             _ => None,
         };
         let mut rounds_raw = Vec::new();
-        for i in 0..rounds {
-            if missing.is_some() {
-                break;
-            }
+        // A target whose tool is missing is recorded as not run, with no rounds.
+        for i in 0..if missing.is_some() { 0 } else { rounds } {
             eprintln!("bench: target {} round {}/{rounds}", t.id, i + 1);
             let (sub, refs) = round(t, sc, bins, echo_client, i % 2 == 1);
-            let none = Sample::default();
-            let x = ratio(
-                t,
-                sub.get(best(&sub)).unwrap_or(&none),
-                refs.get(best(&refs)).unwrap_or(&none),
-            );
+            let x = ratio(t, top_or_none(&sub), top_or_none(&refs));
             rounds_raw.push(json!({
                 "subject": side_json(t, &sub),
                 "reference": side_json(t, &refs),
@@ -481,8 +492,7 @@ pub fn render(v: &Value) -> (String, String) {
             let (sub, refs) = (side_of(&r["subject"]), side_of(&r["reference"]));
             let x = r["ratio"].as_f64();
             ratios.extend(x);
-            let none = Sample::default();
-            let s = sub.get(best(&sub)).unwrap_or(&none);
+            let s = top_or_none(&sub);
             let (a, b) = match t.measure {
                 Measure::ClientShare => (
                     s.server_cpu_s.map_or("–".into(), |c| format!("{c:.2} s")),

@@ -136,7 +136,7 @@ pub fn emfile(t: &Target) -> Outcome {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(300));
-    let cpu = s.busy_fraction(Duration::from_secs(1));
+    let busy = s.busy_fraction(Duration::from_secs(1));
     let opened = flood.len();
     drop(flood);
     if !s.is_running() {
@@ -154,12 +154,12 @@ pub fn emfile(t: &Target) -> Outcome {
     };
     match served {
         Err(e) => Outcome::Fail(format!("{what}; not serving after the flood: {e}")),
-        Ok(()) if cpu > 0.5 && !t.caps.busy_loop => {
-            Outcome::Fail(format!("{what}; spun at {:.0}% of a core", cpu * 100.0))
+        Ok(()) if busy > 0.5 && !t.caps.busy_loop => {
+            Outcome::Fail(format!("{what}; spun at {:.0}% of a core", busy * 100.0))
         }
         Ok(()) => Outcome::Ok(format!(
             "{opened} opened, {what}, {:.0}% CPU meanwhile{}, served after",
-            cpu * 100.0,
+            busy * 100.0,
             if t.caps.busy_loop {
                 " (spins by design)"
             } else {

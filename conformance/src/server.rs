@@ -224,7 +224,8 @@ impl Drop for KillOnDrop {
     }
 }
 
-fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+/// Waits up to `limit` for `child` to exit: its status, or None if it is still running.
+pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     let t = Instant::now();
     loop {
         if let Ok(Some(status)) = child.try_wait() {
