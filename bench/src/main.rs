@@ -130,16 +130,23 @@ fn target_dir() -> PathBuf {
 }
 
 fn build(rungs: &[&Rung]) -> Result<(), String> {
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.current_dir(root())
-        .args(["build", "--release", "-p", "echo_client"]);
+    let mut args = vec!["-p", "echo_client"];
     for r in rungs {
-        cmd.args(["-p", r.krate]);
+        args.extend(["-p", r.krate]);
     }
     eprintln!(
         "bench: building release binaries ({} servers + echo_client)…",
         rungs.len()
     );
+    cargo_build(&args)
+}
+
+/// `cargo build --release ARGS` in the workspace root.
+fn cargo_build(args: &[&str]) -> Result<(), String> {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root())
+        .args(["build", "--release"])
+        .args(args);
     let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
     if status.success() {
         Ok(())
@@ -193,6 +200,10 @@ fn run_all(args: &Args) -> Result<(), String> {
     }
     if !args.no_build {
         build(&rungs)?;
+        if args.targets {
+            // The floor server of the targets (targets.rs, `Who::Floor`): an example, not a bin.
+            cargo_build(&["-p", "echo_client", "--example", targets::FLOOR_EXAMPLE])?;
+        }
     }
     let bins = target_dir().join("release");
     if args.reliability {

@@ -11,10 +11,21 @@ use crate::procs::{self, ServerRun};
 use crate::results::{Cost, Row, Verdict};
 use crate::scenarios::{Load, Mode, Proto, Scenario};
 
-/// What is measured: a lesson binary, or nginx with N workers.
+/// What is measured: a lesson binary, nginx with N workers, or a plain server that takes only
+/// its own flags (and `--addr`): the floor an echo server can reach (see targets.rs).
 pub enum Subject<'a> {
-    Rung { krate: &'a str, bin: &'a Path },
-    Nginx { workers: u32 },
+    Rung {
+        krate: &'a str,
+        bin: &'a Path,
+    },
+    Nginx {
+        workers: u32,
+    },
+    Plain {
+        name: &'a str,
+        bin: &'a Path,
+        args: &'a [&'a str],
+    },
 }
 
 impl Subject<'_> {
@@ -23,6 +34,7 @@ impl Subject<'_> {
             Subject::Rung { krate, .. } => krate.to_string(),
             Subject::Nginx { workers: 1 } => "nginx (1 worker)".into(),
             Subject::Nginx { workers } => format!("nginx ({workers} workers)"),
+            Subject::Plain { name, .. } => name.to_string(),
         }
     }
 }
@@ -40,6 +52,14 @@ impl Running {
                 let mut args = server_args.to_vec();
                 // Generous timeouts: a benchmark must not be cut short by the idle sweep.
                 args.extend(["--idle-timeout".into(), "600".into()]);
+                let mut s = ServerRun::start(&bin.to_string_lossy(), &args)?;
+                s.start_sampling();
+                Ok(Running::Server(s))
+            }
+            // Not a lesson: none of the contract's flags (the scenario's `--proto echo`, the
+            // idle timeout), only its own. Echo is all it speaks.
+            Subject::Plain { bin, args, .. } => {
+                let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
                 let mut s = ServerRun::start(&bin.to_string_lossy(), &args)?;
                 s.start_sampling();
                 Ok(Running::Server(s))

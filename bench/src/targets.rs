@@ -20,7 +20,17 @@ use crate::scenarios::{self, Mode, Scenario};
 enum Who {
     Rung(&'static str),
     Nginx(u32),
+    /// The floor: echo_client's example echo server with [`FLOOR_ARGS`] — one SO_REUSEPORT
+    /// epoll loop per core that receives and sends and does nothing else (no timeouts, no
+    /// protocol, no summary). No lesson can do less per message, so its ratio over a
+    /// reference is the most any of them could show against that reference on this machine.
+    Floor,
 }
+
+/// The floor server: `target/release/examples/` + this (built by `bench --targets`).
+pub const FLOOR_EXAMPLE: &str = "echo_server";
+/// One loop per core of this machine's two, as lesson 11 runs by default.
+const FLOOR_ARGS: &[&str] = &["--threads", "2"];
 
 /// What is compared between the two sides.
 #[derive(Clone, Copy, PartialEq)]
@@ -112,6 +122,30 @@ const TARGETS: &[Target] = &[
         clients: BOTH_THREAD_COUNTS,
     },
     Target {
+        id: "floor-vs-tokio",
+        issue: 7,
+        claim: "the floor (echo_client's examples/echo_server --threads 2: an epoll loop per core that only receives and sends) against tokio_server, echo 100 connections × 5,000 messages (each side's best of echo_client --threads 1 and 2; where it stands: the most any epoll server can show over tokio here)",
+        subject: Who::Floor,
+        reference: Who::Rung("tokio_server"),
+        scenario: "echo-100",
+        tool: Tool::EchoClient,
+        measure: Measure::Rate,
+        at_least: None,
+        clients: BOTH_THREAD_COUNTS,
+    },
+    Target {
+        id: "multi-epoll-vs-floor",
+        issue: 7,
+        claim: "multi_epoll_server against the floor (as above), echo 100 connections × 5,000 messages (each side's best of echo_client --threads 1 and 2; where it stands: how much of the floor's rate the lesson keeps)",
+        subject: Who::Rung("multi_epoll_server"),
+        reference: Who::Floor,
+        scenario: "echo-100",
+        tool: Tool::EchoClient,
+        measure: Measure::Rate,
+        at_least: None,
+        clients: BOTH_THREAD_COUNTS,
+    },
+    Target {
         id: "io-uring-vs-epoll-http",
         issue: 7,
         claim: "io_uring_server against epoll_et_server, HTTP keep-alive, wrk -t2 -c100 -d10s (where it stands)",
@@ -166,6 +200,7 @@ fn name(w: Who) -> String {
         Who::Rung(k) => k.to_string(),
         Who::Nginx(1) => "nginx (1 worker)".into(),
         Who::Nginx(n) => format!("nginx ({n} workers)"),
+        Who::Floor => format!("the floor ({FLOOR_EXAMPLE} {})", FLOOR_ARGS.join(" ")),
     }
 }
 
@@ -189,6 +224,7 @@ type Side = Vec<Sample>;
 /// round the order alternates — subject, reference, reference, subject, … (from the reference
 /// when `flip`) — so drift in the machine falls on both sides.
 fn round(t: &Target, sc: &Scenario, bins: &Path, echo_client: &Path, flip: bool) -> (Side, Side) {
+    let floor_name = name(Who::Floor);
     let run_one = |who: Who, tool: Tool, flags: &[&str]| {
         let bin;
         let subject = match who {
@@ -200,6 +236,14 @@ fn round(t: &Target, sc: &Scenario, bins: &Path, echo_client: &Path, flip: bool)
                 }
             }
             Who::Nginx(w) => Subject::Nginx { workers: w },
+            Who::Floor => {
+                bin = bins.join("examples").join(FLOOR_EXAMPLE);
+                Subject::Plain {
+                    name: &floor_name,
+                    bin: &bin,
+                    args: FLOOR_ARGS,
+                }
+            }
         };
         run::sample(&subject, sc, tool, echo_client, flags)
     };
@@ -616,13 +660,33 @@ mod tests {
     #[test]
     fn echo_comparisons_between_servers_all_sweep_the_same_clients() {
         for t in TARGETS {
-            let servers = matches!((t.subject, t.reference), (Who::Rung(_), Who::Rung(_)));
+            let server = |w| matches!(w, Who::Rung(_) | Who::Floor);
+            let servers = server(t.subject) && server(t.reference);
             if t.measure == Measure::Rate && servers && t.tool == Tool::EchoClient {
                 assert_eq!(t.clients, BOTH_THREAD_COUNTS, "{}", t.id);
             } else {
                 assert_eq!(t.clients.len(), 1, "{}", t.id);
             }
         }
+    }
+
+    /// The floor is an instrument, not a claim: what it is compared with is reported, never
+    /// judged against a threshold, and it is always the two-loop server lesson 11 runs here.
+    #[test]
+    fn the_floor_is_reported_never_judged() {
+        let floors: Vec<&Target> = TARGETS
+            .iter()
+            .filter(|t| matches!(t.subject, Who::Floor) || matches!(t.reference, Who::Floor))
+            .collect();
+        assert_eq!(floors.len(), 2);
+        for t in floors {
+            assert_eq!(t.at_least, None, "{}", t.id);
+        }
+        assert_eq!(
+            name(Who::Floor),
+            "the floor (echo_server --threads 2)",
+            "the tables name it"
+        );
     }
 
     #[test]
