@@ -12,7 +12,7 @@ use crate::results::{Cost, Row, Verdict};
 use crate::scenarios::{Load, Mode, Proto, Scenario};
 
 /// What is measured: a lesson binary, nginx with N workers, or a plain server that takes only
-/// its own flags (and `--addr`): the floor an echo server can reach (see targets.rs).
+/// its own flags (and `--addr`): the floor under the servers (see targets.rs).
 pub enum Subject<'a> {
     Rung {
         krate: &'a str,
@@ -56,8 +56,8 @@ impl Running {
                 s.start_sampling();
                 Ok(Running::Server(s))
             }
-            // Not a lesson: none of the contract's flags (the scenario's `--proto echo`, the
-            // idle timeout), only its own. Echo is all it speaks.
+            // Not a lesson: none of the contract's flags (the scenario's `--proto`, the idle
+            // timeout), only its own; its protocol is among them (the floor's `--http`).
             Subject::Plain { bin, args, .. } => {
                 let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
                 let mut s = ServerRun::start(&bin.to_string_lossy(), &args)?;

@@ -20,17 +20,27 @@ use crate::scenarios::{self, Mode, Scenario};
 enum Who {
     Rung(&'static str),
     Nginx(u32),
-    /// The floor: echo_client's example echo server with [`FLOOR_ARGS`] — one SO_REUSEPORT
+    /// The floor: echo_client's example echo server with [`floor_args`] — one SO_REUSEPORT
     /// epoll loop per core that receives and sends and does nothing else (no timeouts, no
-    /// protocol, no summary). No lesson can do less per message, so its ratio over a
-    /// reference is the most any of them could show against that reference on this machine.
-    Floor,
+    /// parsing, no summary; with `http`, one fixed keep-alive answer per request). No lesson
+    /// can do less per message or request, so its ratio over a reference is the most any of
+    /// them could show against that reference on this machine.
+    Floor {
+        http: bool,
+    },
 }
 
 /// The floor server: `target/release/examples/` + this (built by `bench --targets`).
 pub const FLOOR_EXAMPLE: &str = "echo_server";
-/// One loop per core of this machine's two, as lesson 11 runs by default.
-const FLOOR_ARGS: &[&str] = &["--threads", "2"];
+
+/// The floor's flags: one loop per core of this machine's two, as lesson 11 runs by default.
+fn floor_args(http: bool) -> &'static [&'static str] {
+    if http {
+        &["--threads", "2", "--http"]
+    } else {
+        &["--threads", "2"]
+    }
+}
 
 /// What is compared between the two sides.
 #[derive(Clone, Copy, PartialEq)]
@@ -98,6 +108,30 @@ const TARGETS: &[Target] = &[
         clients: LADDER,
     },
     Target {
+        id: "floor-vs-nginx2",
+        issue: 7,
+        claim: "the HTTP floor (echo_client's examples/echo_server --threads 2 --http: an epoll loop per core that answers each request with fixed bytes) against nginx (2 workers), HTTP keep-alive, wrk -t2 -c100 -d10s (where it stands: the most any server can show over nginx here)",
+        subject: Who::Floor { http: true },
+        reference: Who::Nginx(2),
+        scenario: "http-ka-100",
+        tool: Tool::Wrk,
+        measure: Measure::Rate,
+        at_least: None,
+        clients: LADDER,
+    },
+    Target {
+        id: "multi-epoll-vs-floor-http",
+        issue: 7,
+        claim: "multi_epoll_server against the HTTP floor (as above), HTTP keep-alive, wrk -t2 -c100 -d10s (where it stands: how much of the floor's rate the lesson keeps)",
+        subject: Who::Rung("multi_epoll_server"),
+        reference: Who::Floor { http: true },
+        scenario: "http-ka-100",
+        tool: Tool::Wrk,
+        measure: Measure::Rate,
+        at_least: None,
+        clients: LADDER,
+    },
+    Target {
         id: "epoll-vs-tokio",
         issue: 7,
         claim: "epoll_et_server ≥ 1.0 × tokio_server, echo 100 connections × 5,000 messages (each side's best of echo_client --threads 1 and 2)",
@@ -125,7 +159,7 @@ const TARGETS: &[Target] = &[
         id: "floor-vs-tokio",
         issue: 7,
         claim: "the floor (echo_client's examples/echo_server --threads 2: an epoll loop per core that only receives and sends) against tokio_server, echo 100 connections × 5,000 messages (each side's best of echo_client --threads 1 and 2; where it stands: the most any epoll server can show over tokio here)",
-        subject: Who::Floor,
+        subject: Who::Floor { http: false },
         reference: Who::Rung("tokio_server"),
         scenario: "echo-100",
         tool: Tool::EchoClient,
@@ -134,11 +168,11 @@ const TARGETS: &[Target] = &[
         clients: BOTH_THREAD_COUNTS,
     },
     Target {
-        id: "multi-epoll-vs-floor",
+        id: "multi-epoll-vs-floor-echo",
         issue: 7,
         claim: "multi_epoll_server against the floor (as above), echo 100 connections × 5,000 messages (each side's best of echo_client --threads 1 and 2; where it stands: how much of the floor's rate the lesson keeps)",
         subject: Who::Rung("multi_epoll_server"),
-        reference: Who::Floor,
+        reference: Who::Floor { http: false },
         scenario: "echo-100",
         tool: Tool::EchoClient,
         measure: Measure::Rate,
@@ -200,7 +234,9 @@ fn name(w: Who) -> String {
         Who::Rung(k) => k.to_string(),
         Who::Nginx(1) => "nginx (1 worker)".into(),
         Who::Nginx(n) => format!("nginx ({n} workers)"),
-        Who::Floor => format!("the floor ({FLOOR_EXAMPLE} {})", FLOOR_ARGS.join(" ")),
+        Who::Floor { http } => {
+            format!("the floor ({FLOOR_EXAMPLE} {})", floor_args(http).join(" "))
+        }
     }
 }
 
@@ -224,7 +260,7 @@ type Side = Vec<Sample>;
 /// round the order alternates — subject, reference, reference, subject, … (from the reference
 /// when `flip`) — so drift in the machine falls on both sides.
 fn round(t: &Target, sc: &Scenario, bins: &Path, echo_client: &Path, flip: bool) -> (Side, Side) {
-    let floor_name = name(Who::Floor);
+    let floor_names = [false, true].map(|http| name(Who::Floor { http }));
     let run_one = |who: Who, tool: Tool, flags: &[&str]| {
         let bin;
         let subject = match who {
@@ -236,12 +272,12 @@ fn round(t: &Target, sc: &Scenario, bins: &Path, echo_client: &Path, flip: bool)
                 }
             }
             Who::Nginx(w) => Subject::Nginx { workers: w },
-            Who::Floor => {
+            Who::Floor { http } => {
                 bin = bins.join("examples").join(FLOOR_EXAMPLE);
                 Subject::Plain {
-                    name: &floor_name,
+                    name: &floor_names[usize::from(http)],
                     bin: &bin,
-                    args: FLOOR_ARGS,
+                    args: floor_args(http),
                 }
             }
         };
@@ -660,7 +696,7 @@ mod tests {
     #[test]
     fn echo_comparisons_between_servers_all_sweep_the_same_clients() {
         for t in TARGETS {
-            let server = |w| matches!(w, Who::Rung(_) | Who::Floor);
+            let server = |w| matches!(w, Who::Rung(_) | Who::Floor { .. });
             let servers = server(t.subject) && server(t.reference);
             if t.measure == Measure::Rate && servers && t.tool == Tool::EchoClient {
                 assert_eq!(t.clients, BOTH_THREAD_COUNTS, "{}", t.id);
@@ -674,17 +710,30 @@ mod tests {
     /// judged against a threshold, and it is always the two-loop server lesson 11 runs here.
     #[test]
     fn the_floor_is_reported_never_judged() {
+        let floor = |w| matches!(w, Who::Floor { .. });
         let floors: Vec<&Target> = TARGETS
             .iter()
-            .filter(|t| matches!(t.subject, Who::Floor) || matches!(t.reference, Who::Floor))
+            .filter(|t| floor(t.subject) || floor(t.reference))
             .collect();
-        assert_eq!(floors.len(), 2);
+        assert_eq!(floors.len(), 4);
         for t in floors {
             assert_eq!(t.at_least, None, "{}", t.id);
+            // The floor speaks the scenario's protocol: `--http` exactly for the HTTP ones.
+            let http = t.scenario.starts_with("http");
+            let side = if floor(t.subject) {
+                t.subject
+            } else {
+                t.reference
+            };
+            assert!(
+                matches!(side, Who::Floor { http: h } if h == http),
+                "{}",
+                t.id
+            );
         }
         assert_eq!(
-            name(Who::Floor),
-            "the floor (echo_server --threads 2)",
+            name(Who::Floor { http: true }),
+            "the floor (echo_server --threads 2 --http)",
             "the tables name it"
         );
     }

@@ -11,6 +11,11 @@
 //! Correct where it matters for a measurement: partial writes are kept and retried, and a
 //! connection whose output is backed up is not read until it drains (bounded memory, no lost
 //! bytes), as `docs/contract.md` §4 asks.
+//!
+//! `--http` answers every request (whatever ends at a blank line) with the lessons' keep-alive
+//! `200 OK`, and does nothing else: no parsing, no `Connection: close`, no timeouts. With
+//! `--threads 2` this is *the floor* `bench --targets` sets beside the lessons: no server can
+//! do less per message or request (docs/method.md, "The floor").
 
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -33,6 +38,9 @@ struct Args {
     /// Event-loop threads, each with its own SO_REUSEPORT listener.
     #[arg(long, default_value_t = 1)]
     threads: u32,
+    /// Answer HTTP/1.1 keep-alive requests (each ends at a blank line) instead of echoing.
+    #[arg(long)]
+    http: bool,
 }
 
 /// Token of the listener in each thread's epoll set; connections use their descriptor.
@@ -57,7 +65,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let threads: Vec<_> = listeners
         .into_iter()
-        .map(|l| std::thread::spawn(move || event_loop(l)))
+        .map(|l| std::thread::spawn(move || event_loop(l, args.http)))
         .collect();
     for t in threads {
         if let Ok(Err(e)) = t.join() {
@@ -82,13 +90,15 @@ fn listener(addr: SocketAddr) -> nix::Result<OwnedFd> {
     Ok(fd)
 }
 
-/// One connection: its socket and the bytes received but not yet echoed.
+/// One connection: its socket and the bytes received but not yet echoed (or answered).
 struct Conn {
     fd: OwnedFd,
     pending: Vec<u8>,
+    /// `--http`: how many bytes of a request's final "\r\n\r\n" the last read ended with.
+    matched: u8,
 }
 
-fn event_loop(listener: OwnedFd) -> nix::Result<()> {
+fn event_loop(listener: OwnedFd, http: bool) -> nix::Result<()> {
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
     epoll.add(
         &listener,
@@ -97,6 +107,7 @@ fn event_loop(listener: OwnedFd) -> nix::Result<()> {
     let mut conns: Vec<Option<Conn>> = Vec::new(); // indexed by descriptor
     let mut events = vec![EpollEvent::empty(); 1024];
     let mut buf = vec![0u8; 64 * 1024];
+    let mut answers = Vec::new(); // `--http`: one read's answers, reused
     loop {
         let n = match epoll.wait(&mut events, EpollTimeout::NONE) {
             Ok(n) => n,
@@ -110,7 +121,7 @@ fn event_loop(listener: OwnedFd) -> nix::Result<()> {
             }
             let fd = ev.data() as usize;
             let open = match conns.get_mut(fd).and_then(Option::as_mut) {
-                Some(c) => serve(c, ev.events(), &mut buf),
+                Some(c) => serve(c, ev.events(), &mut buf, http.then_some(&mut answers)),
                 None => continue,
             };
             if !open {
@@ -156,12 +167,19 @@ fn accept_all(listener: &OwnedFd, epoll: &Epoll, conns: &mut Vec<Option<Conn>>) 
         conns[i] = Some(Conn {
             fd,
             pending: Vec::new(),
+            matched: 0,
         });
     }
 }
 
-/// Echoes what can be echoed now. Returns false when the connection is over.
-fn serve(c: &mut Conn, flags: EpollFlags, buf: &mut [u8]) -> bool {
+/// Echoes what can be echoed now — or, given `answers` (`--http`), answers every request that
+/// ended. Returns false when the connection is over.
+fn serve(
+    c: &mut Conn,
+    flags: EpollFlags,
+    buf: &mut [u8],
+    mut answers: Option<&mut Vec<u8>>,
+) -> bool {
     // With the client's FIN in this event, a short read does not mean "nothing left": the EOF
     // is still to be read, and no new edge would announce it.
     let eof_pending =
@@ -185,15 +203,47 @@ fn serve(c: &mut Conn, flags: EpollFlags, buf: &mut [u8]) -> bool {
             Err(Errno::EINTR) => continue,
             Err(_) => return false,
         };
-        let sent = match send(c.fd.as_raw_fd(), &buf[..n], MsgFlags::MSG_NOSIGNAL) {
-            Ok(k) => k,
-            Err(Errno::EAGAIN) => 0,
-            Err(Errno::EINTR) => 0,
-            Err(_) => return false,
+        let reply: &[u8] = match answers.as_deref_mut() {
+            None => &buf[..n],
+            Some(out) => {
+                out.clear();
+                for _ in 0..requests_ended(&mut c.matched, &buf[..n]) {
+                    out.extend_from_slice(server_common::responses::OK_KEEP_ALIVE);
+                }
+                out
+            }
         };
-        c.pending.extend_from_slice(&buf[sent..n]);
+        let sent = if reply.is_empty() {
+            0 // `--http`: no request has ended yet
+        } else {
+            match send(c.fd.as_raw_fd(), reply, MsgFlags::MSG_NOSIGNAL) {
+                Ok(k) => k,
+                Err(Errno::EAGAIN | Errno::EINTR) => 0, // kept in `pending`, sent next
+                Err(_) => return false,
+            }
+        };
+        c.pending.extend_from_slice(&reply[sent..]);
         if n < buf.len() && c.pending.is_empty() && !eof_pending {
             return true; // a short read drained the socket (epoll(7))
         }
     }
+}
+
+/// `--http`: how many requests end in `data`, each at its blank line ("\r\n\r\n"); `matched`
+/// carries a line end split between two reads.
+fn requests_ended(matched: &mut u8, data: &[u8]) -> usize {
+    const END: &[u8; 4] = b"\r\n\r\n";
+    let mut ended = 0;
+    for &b in data {
+        *matched = match b {
+            _ if b == END[usize::from(*matched)] => *matched + 1,
+            b'\r' => 1, // a mismatch that can still start a line end
+            _ => 0,
+        };
+        if usize::from(*matched) == END.len() {
+            ended += 1;
+            *matched = 0;
+        }
+    }
+    ended
 }

@@ -255,13 +255,7 @@ fn processes_merge_their_reports() {
 /// every message, with both thread counts the script uses, and counts them right.
 #[test]
 fn the_io_uring_floor_client_completes_every_message() {
-    // Examples are built by `cargo test` next to the test binaries: target/<profile>/examples.
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|profile| profile.join("examples/uring_floor"))
-        .expect("target/<profile>/deps/<test> has two parents");
+    let bin = example("uring_floor");
     let server = TestServer::start(|_, c| echo(c));
     for threads in ["1", "2"] {
         let out = std::process::Command::new(&bin)
@@ -280,5 +274,53 @@ fn the_io_uring_floor_client_completes_every_message() {
             "{stdout}"
         );
         assert!(stdout.contains("client CPU"), "{stdout}");
+    }
+}
+
+/// An example of this crate: `cargo test` builds them next to the test binaries, in
+/// target/<profile>/examples.
+fn example(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("examples").join(name))
+        .expect("target/<profile>/deps/<test> has two parents")
+}
+
+/// examples/echo_server is the floor `bench --targets` measures the lessons against: it must
+/// serve both protocols correctly with the flags the harness gives it (echo_client checks
+/// every byte, and the exact response for HTTP).
+#[test]
+fn the_floor_server_serves_echo_and_http_keep_alive() {
+    let bin = example("echo_server");
+    let bin = bin.to_str().expect("a UTF-8 path");
+    for (flags, proto) in [
+        (&["--threads", "2"][..], "echo"),
+        (&["--threads", "2", "--http"], "http"),
+    ] {
+        let mut args = vec!["--addr", "127.0.0.1:0"];
+        args.extend(flags);
+        let server = conformance::server::Server::start(bin, &args);
+        let (r, j) = run_json(server.addr, &["--proto", proto, "-c", "8", "-n", "200"]);
+        assert_eq!(r.code, 0, "{proto}: {}\n{}", r.stderr, r.stdout);
+        assert_eq!(num(&j, "/transfer/completed"), 1600, "{proto}");
+        assert_eq!(num(&j, "/errors/total"), 0, "{proto}");
+        if proto == "http" {
+            // A request whose blank line is split between two reads is answered once, when
+            // it ends; two requests in one read get two answers.
+            use std::io::Write;
+            let mut c = std::net::TcpStream::connect(server.addr).expect("connect");
+            c.set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r")
+                .expect("write");
+            std::thread::sleep(Duration::from_millis(50)); // two segments, two reads
+            c.write_all(b"\nGET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n")
+                .expect("write");
+            let ok = server_common::responses::OK_KEEP_ALIVE;
+            let mut got = vec![0; ok.len() * 3];
+            c.read_exact(&mut got).expect("three answers");
+            assert_eq!(got, ok.repeat(3));
+        }
     }
 }
