@@ -47,29 +47,25 @@ enum Running {
 
 impl Running {
     fn start(subject: &Subject, server_args: &[String]) -> Result<Running, String> {
-        match subject {
+        let (bin, args) = match subject {
             Subject::Rung { bin, .. } => {
                 let mut args = server_args.to_vec();
                 // Generous timeouts: a benchmark must not be cut short by the idle sweep.
                 args.extend(["--idle-timeout".into(), "600".into()]);
-                let mut s = ServerRun::start(&bin.to_string_lossy(), &args)?;
-                s.start_sampling();
-                Ok(Running::Server(s))
+                (bin, args)
             }
             // Not a lesson: none of the contract's flags (the scenario's `--proto`, the idle
             // timeout), only its own; its protocol is among them (the floor's `--http`).
-            Subject::Plain { bin, args, .. } => {
-                let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-                let mut s = ServerRun::start(&bin.to_string_lossy(), &args)?;
-                s.start_sampling();
-                Ok(Running::Server(s))
-            }
+            Subject::Plain { bin, args, .. } => (bin, args.iter().map(|a| a.to_string()).collect()),
             Subject::Nginx { workers } => {
                 let n = crate::anchors::Nginx::start(*workers)?;
                 let sampling = procs::Sampling::start(n.pgid);
-                Ok(Running::Nginx(n, sampling))
+                return Ok(Running::Nginx(n, sampling));
             }
-        }
+        };
+        let mut s = ServerRun::start(&bin.to_string_lossy(), &args)?;
+        s.start_sampling();
+        Ok(Running::Server(s))
     }
 
     fn addr(&self) -> std::net::SocketAddr {

@@ -102,13 +102,14 @@ fn run(addr: SocketAddr, conns: usize, messages: u64, size: usize) -> Result<u64
             Ok(s)
         })
         .collect::<std::io::Result<Vec<_>>>()?;
-    let message = vec![0x5a_u8; size];
-    // One receive region per connection in one buffer, allocated once and never resized, so the
-    // pointers the kernel holds for in-flight recvs stay valid until the last completion has
-    // been reaped. Only its base pointer is used from here on: no reference to bytes the kernel
-    // may be writing, and the received bytes are never read (lengths only).
-    let mut bufs = vec![0u8; conns * size];
-    let base = bufs.as_mut_ptr();
+    // The memory the kernel reads and writes for in-flight operations is leaked: it must outlive
+    // every operation, also those still in flight when an error returns early (the ring's
+    // teardown cancels them asynchronously). A few KiB per thread of a short-lived example.
+    let message: &'static [u8] = vec![0x5a_u8; size].leak();
+    // One receive region per connection in one buffer. Only its base pointer is used: no
+    // reference to bytes the kernel may be writing, and the received bytes are never read
+    // (lengths only).
+    let base = vec![0u8; conns * size].leak().as_mut_ptr();
     let mut got = vec![0usize; conns];
     let mut done = vec![0u64; conns];
     let mut in_flight = 0usize;
@@ -135,9 +136,8 @@ fn run(addr: SocketAddr, conns: usize, messages: u64, size: usize) -> Result<u64
         if full {
             ring.submit()?;
         }
-        // SAFETY: the memory named stays valid until these operations complete: `message`
-        // and `bufs` live past the loop below, which runs until nothing is in flight, and
-        // neither is resized; connection i has no other recv in flight into its region.
+        // SAFETY: the memory named is leaked (valid for ever, never moved or resized), and
+        // connection i has no other recv in flight into its region.
         unsafe { ring.submission().push_multiple(entries) }
             .map_err(|_| std::io::Error::other("submission queue full"))?;
         Ok::<usize, std::io::Error>(entries.len())
@@ -181,6 +181,5 @@ fn run(addr: SocketAddr, conns: usize, messages: u64, size: usize) -> Result<u64
         }
     }
     // Nothing in flight and no error: every connection did all its messages.
-    drop(bufs); // only now: no operation names it any more
     Ok(total)
 }
