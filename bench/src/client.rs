@@ -23,8 +23,6 @@ pub struct ClientOutcome {
     pub served_conns: Option<(u64, u64)>,
     pub completed: Option<u64>,
     pub client_cpu_s: Option<f64>,
-    /// Connections held open at the peak (hold scenario).
-    pub held: Option<u64>,
     pub timed_out: bool,
     /// The client could not run or its output could not be read.
     pub failure: Option<String>,
@@ -62,24 +60,11 @@ pub fn echo_client_args(addr: SocketAddr, load: &Load) -> Vec<String> {
                 a.extend(["-n".into(), n.to_string()]);
             }
             if let Some(d) = duration {
-                a.extend(["-d".into(), format!("{}s", d.as_secs())]);
+                a.extend(["-d".into(), format!("{}ms", d.as_millis())]);
             }
             if *close {
                 a.push("--close".into());
             }
-        }
-        Load::Hold { conns, secs } => {
-            a.extend([
-                "--proto".into(),
-                "echo".into(),
-                "-c".into(),
-                conns.to_string(),
-                "--hold".into(),
-                format!("{secs}s"),
-            ]);
-            // After the hold each connection is checked once; a server that never accepted it
-            // (lesson 1) should cost seconds here, not the default 30 s.
-            a.extend(["--timeout".into(), "5s".into()]);
         }
     }
     a
@@ -127,9 +112,6 @@ pub fn parse_echo_client(v: &Value) -> ClientOutcome {
         served_conns: slots.zip(none).map(|(c, z)| ((c - z) as u64, c as u64)),
         completed: num(v, "/transfer/completed").map(|n| n as u64),
         client_cpu_s: num(v, "/cpu/total_s"),
-        held: num(v, "/connections/held_after_hold")
-            .or_else(|| num(v, "/connections/established_at_start"))
-            .map(|n| n as u64),
         timed_out: false,
         failure: v
             .pointer("/interrupted")
@@ -189,13 +171,13 @@ pub fn wrk_installed() -> bool {
 /// Runs wrk with the same connections and duration (HTTP, duration-bound loads only).
 pub fn wrk(addr: SocketAddr, load: &Load, limit: Duration) -> Option<ClientOutcome> {
     let Load::Closed {
-        proto: Proto::Http,
+        proto,
         conns,
-        duration: Some(d),
+        duration,
         close,
         ..
-    } = load
-    else {
+    } = load;
+    let (Proto::Http, Some(d)) = (proto, duration) else {
         return None;
     };
     let threads = (*conns).clamp(1, 2);

@@ -1,4 +1,5 @@
-//! The stamp every published number carries: machine, toolchain, date and command.
+//! The stamp every published number carries: machine, toolchain, date, command, and the load
+//! average when the run started (how busy the shared machine was).
 
 use std::process::Command;
 
@@ -10,6 +11,24 @@ pub struct Stamp {
     pub rustc: String,
     pub date: String,
     pub command: String,
+    /// /proc/loadavg's 1-minute load average at the start of the run ("" if unknown).
+    pub load: String,
+    /// What one `--work` unit cost at the start of the run, in µs (the sweeps' `--work`).
+    pub work_unit_us: Option<f64>,
+}
+
+/// One `--work` unit's CPU time here and now: the best of five runs of 20,000 units of the very
+/// function the servers call (server_common's `work::burn`), as its `work_cost` example does.
+pub fn work_unit_us() -> f64 {
+    let units = 20_000;
+    server_common::work::burn(100); // wake the core's clock up first
+    (0..5)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            server_common::work::burn(units);
+            t.elapsed().as_secs_f64() * 1e6 / f64::from(units)
+        })
+        .fold(f64::INFINITY, f64::min)
 }
 
 fn first_line(cmd: &str, args: &[&str]) -> String {
@@ -40,13 +59,23 @@ impl Stamp {
             rustc: first_line("rustc", &["--version"]),
             date: first_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
             command,
+            load: std::fs::read_to_string("/proc/loadavg")
+                .ok()
+                .and_then(|l| l.split_whitespace().next().map(str::to_string))
+                .unwrap_or_default(),
+            work_unit_us: None,
         }
     }
 
     /// One line for the top of a generated table.
     pub fn line(&self) -> String {
+        let load = if self.load.is_empty() {
+            String::new()
+        } else {
+            format!("; load average {} at the start", self.load)
+        };
         format!(
-            "Measured {} on {} ({} cores), Linux {}, {}, by `{}`.",
+            "Measured {} on {} ({} cores), Linux {}, {}, by `{}`{load}.",
             self.date, self.cpu, self.cores, self.kernel, self.rustc, self.command
         )
     }
@@ -61,13 +90,16 @@ impl Stamp {
             rustc: s("rustc"),
             date: s("date"),
             command: s("command"),
+            load: v["load"].as_str().unwrap_or_default().to_string(),
+            work_unit_us: v["work_unit_us"].as_f64(),
         }
     }
 
     pub fn json(&self) -> serde_json::Value {
         serde_json::json!({
             "cpu": self.cpu, "cores": self.cores, "kernel": self.kernel,
-            "rustc": self.rustc, "date": self.date, "command": self.command,
+            "rustc": self.rustc, "date": self.date, "command": self.command, "load": self.load,
+            "work_unit_us": self.work_unit_us,
         })
     }
 }

@@ -9,6 +9,9 @@ mod anchors;
 mod c1m;
 mod charts;
 mod client;
+mod curves;
+mod idle;
+mod ladder;
 mod machine;
 mod procfs;
 mod procs;
@@ -16,6 +19,9 @@ mod readme;
 mod results;
 mod run;
 mod scenarios;
+mod spread;
+mod sweep_report;
+mod sweeps;
 mod targets;
 
 use std::path::{Path, PathBuf};
@@ -24,11 +30,8 @@ use std::time::Instant;
 
 use clap::Parser;
 use conformance::rungs::{RUNGS, Rung, Status};
-use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::json;
+use indicatif::ProgressBar;
 
-use results::{Cost, Row};
-use run::Subject;
 use scenarios::Mode;
 
 /// The ladder benchmark: runs every rung of the ladder through the same scenarios (HTTP
@@ -195,7 +198,7 @@ fn run_all(args: &Args) -> Result<(), String> {
         return if args.targets {
             rewrite_targets(args, path)
         } else {
-            rewrite_from(path)
+            ladder::rewrite_from(path, !args.no_write)
         };
     }
     if !args.no_build {
@@ -240,355 +243,20 @@ fn run_all(args: &Args) -> Result<(), String> {
         eprintln!("bench: C1M done in {:.0} s", t0.elapsed().as_secs_f64());
         return Ok(());
     }
-    let echo_client = bins.join("echo_client");
-    if !echo_client.exists() {
-        return Err(format!(
-            "{} is missing: build it (drop --no-build)",
-            echo_client.display()
-        ));
-    }
-    let wanted = |id: &str| args.scenario.is_empty() || args.scenario.iter().any(|s| s == id);
-    let scenarios: Vec<_> = scenarios::scenarios(mode)
-        .into_iter()
-        .filter(|s| wanted(s.id))
-        .collect();
-    let anchors_on = !args.no_anchors && mode != Mode::Smoke && anchors::nginx_binary().is_some();
-    let anchor_workers: &[u32] = if anchors_on { &[1, 2] } else { &[] };
-
-    let steps = scenarios.len() * rungs.len()
-        + scenarios.iter().filter(|s| s.anchors).count() * anchor_workers.len()
-        + if wanted("hold") { rungs.len() } else { 0 }
-        + if wanted("cost") { rungs.len() } else { 0 };
-    let bar = ProgressBar::new(steps as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()), // the template is a constant
-    );
-
-    let mut rows: Vec<Row> = Vec::new();
-    for sc in &scenarios {
-        for r in &rungs {
-            bar.set_message(format!("{} · {}", r.krate, sc.id));
-            let bin = bins.join(r.krate);
-            rows.push(run::load(
-                &Subject::Rung {
-                    krate: r.krate,
-                    bin: &bin,
-                },
-                sc,
-                &echo_client,
-                true,
-            ));
-            bar.inc(1);
-        }
-        if sc.anchors {
-            for &w in anchor_workers {
-                bar.set_message(format!("nginx {w}w · {}", sc.id));
-                rows.push(run::load(
-                    &Subject::Nginx { workers: w },
-                    sc,
-                    &echo_client,
-                    true,
-                ));
-                bar.inc(1);
-            }
-        }
-    }
-    let mut costs: Vec<Cost> = Vec::new();
-    if wanted("hold") || wanted("cost") {
-        for r in &rungs {
-            let bin = bins.join(r.krate);
-            let subject = Subject::Rung {
-                krate: r.krate,
-                bin: &bin,
-            };
-            let mut hold = None;
-            if wanted("hold") {
-                bar.set_message(format!("{} · hold", r.krate));
-                let h = run::hold(
-                    &subject,
-                    scenarios::hold_conns(mode),
-                    scenarios::hold_secs(mode),
-                    &echo_client,
-                );
-                hold = Some(rows.len());
-                rows.push(h);
-                bar.inc(1);
-            }
-            if wanted("cost") {
-                bar.set_message(format!("{} · cost", r.krate));
-                costs.push(run::cost(
-                    &subject,
-                    mode,
-                    &echo_client,
-                    hold.map(|i| &rows[i]),
-                ));
-                bar.inc(1);
-            }
-        }
-    }
-    bar.finish_and_clear();
-
-    let command = command_line();
-    let stamp = machine::Stamp::now(command.trim_end_matches(" --").to_string());
     let write = (args.write || mode == Mode::Full) && !args.no_write && mode != Mode::Smoke;
-    let out_dir = if write {
-        root().join("docs/results")
-    } else {
-        target_dir().join(format!("bench-{mode:?}").to_lowercase())
-    };
-    for r in &mut rows {
-        r.measured = stamp.line();
-    }
-    for c in &mut costs {
-        c.measured = stamp.line();
-    }
-    // A partial run (--only, --scenario) updates what it measured and keeps the rest.
-    let (rows, costs) = if write {
-        merge(&out_dir.join("results.json"), mode, rows, costs)
-    } else {
-        (rows, costs)
-    };
-    let all_scenarios: Vec<_> = scenarios::scenarios(mode)
-        .into_iter()
-        .filter(|sc| rows.iter().any(|r| r.scenario == sc.id))
-        .collect();
-    report(&stamp, mode, &all_scenarios, &rows, &costs, &out_dir, write)?;
+    let plan = ladder::Plan::new(mode, &args.scenario, !args.no_anchors, write)?;
+    let command = command_line();
+    ladder::run(
+        &plan,
+        &rungs,
+        &bins,
+        command.trim_end_matches(" --").to_string(),
+    )?;
     eprintln!(
-        "bench: done in {:.0} s; results in {}",
-        t0.elapsed().as_secs_f64(),
-        out_dir.display()
+        "bench: done in {:.0} s, build included",
+        t0.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-fn rows_of<'a>(rows: &'a [Row], scenario: &str) -> Vec<&'a Row> {
-    rows.iter().filter(|r| r.scenario == scenario).collect()
-}
-
-fn report(
-    stamp: &machine::Stamp,
-    mode: Mode,
-    scenarios: &[scenarios::Scenario],
-    rows: &[Row],
-    costs: &[Cost],
-    out: &Path,
-    write_readmes: bool,
-) -> Result<(), String> {
-    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
-    // Memory and threads per idle connection come from the hold rows at hand (which may be from
-    // another run than the cost rows, after a partial run).
-    let costs: Vec<Cost> = costs
-        .iter()
-        .cloned()
-        .map(|mut c| {
-            if let Some(h) = rows
-                .iter()
-                .find(|r| r.rung == c.rung && r.scenario == "hold")
-            {
-                c.bytes_per_idle_conn = h.bytes_per_conn;
-                c.threads_per_idle_conn = h.threads_per_conn;
-            }
-            c
-        })
-        .collect();
-    let costs = costs.as_slice();
-    let all_stamps = results::stamps(
-        rows.iter()
-            .map(|r| r.measured.as_str())
-            .chain(costs.iter().map(|c| c.measured.as_str())),
-        &stamp.line(),
-    );
-    let mut index = format!("# Benchmark results\n\n{all_stamps}\n\n");
-    let mut all_titles: Vec<(String, String)> = scenarios
-        .iter()
-        .map(|s| (s.id.to_string(), s.title.clone()))
-        .collect();
-    if rows.iter().any(|r| r.scenario == "hold") {
-        all_titles.push((
-            "hold".into(),
-            format!(
-                "{} idle connections held",
-                results::thousands(scenarios::hold_conns(mode) as f64)
-            ),
-        ));
-    }
-    for (id, title) in &all_titles {
-        let these = rows_of(rows, id);
-        let with_wrk = these.iter().any(|r| r.wrk_rate.is_some());
-        let table = results::scenario_table(&these, with_wrk);
-        println!("\n## {title}\n\n{table}");
-        let md = format!(
-            "# {title}\n\n{}\n\n{table}",
-            results::stamps(these.iter().map(|r| r.measured.as_str()), &stamp.line())
-        );
-        std::fs::write(out.join(format!("{id}.md")), md).map_err(|e| e.to_string())?;
-        let bars: Vec<(String, Option<f64>, bool)> = these
-            .iter()
-            .map(|r| {
-                (
-                    r.rung.clone(),
-                    if r.verdict == Some(results::Verdict::TimedOut) {
-                        None
-                    } else {
-                        r.rate
-                    },
-                    r.anchor,
-                )
-            })
-            .collect();
-        let unit = these.first().map_or("", |r| r.unit);
-        if let Err(e) = charts::bars(&out.join(format!("{id}.svg")), title, unit, &bars) {
-            eprintln!("bench: chart {id}: {e}");
-        }
-        index += &format!("- [{title}]({id}.md) — ![chart]({id}.svg)\n");
-    }
-    if !costs.is_empty() {
-        let refs: Vec<&Cost> = costs.iter().collect();
-        let table = results::cost_table(&refs);
-        let title = "What each request costs";
-        let about = format!(
-            "Fixed workload: HTTP keep-alive, {} connections × {} requests (`echo_client -c {0} -n {1}`); \
-             memory and threads per idle connection from the hold scenario.",
-            scenarios::COST_CONNS,
-            if mode == Mode::Smoke {
-                100
-            } else {
-                scenarios::COST_REQUESTS
-            }
-        );
-        println!("\n## {title}\n\n{about}\n\n{table}");
-        let md = format!(
-            "# {title}\n\n{}\n\n{about}\n\n{table}",
-            results::stamps(costs.iter().map(|c| c.measured.as_str()), &stamp.line())
-        );
-        std::fs::write(out.join("cost.md"), md).map_err(|e| e.to_string())?;
-        let bars: Vec<(String, Option<f64>, bool)> = costs
-            .iter()
-            .map(|c| (c.rung.clone(), c.cpu_us_per_req, false))
-            .collect();
-        if let Err(e) = charts::bars(&out.join("cost.svg"), "Server CPU per request", "µs", &bars)
-        {
-            eprintln!("bench: chart cost: {e}");
-        }
-        index += &format!("- [{title}](cost.md) — ![chart](cost.svg)\n");
-    }
-    index += "\nFrom runs of their own, each stamped with its machine, command and date:\n\n\
-        - [Speed targets](targets.md), in alternating rounds — `cargo run --release -p bench -- --targets`\n\
-        - [One million connections](c1m.md) — `cargo run --release -p bench -- --c1m` ([the story](../c10k.md#c1m-one-million-connections-on-two-cores))\n\
-        - [Reliability under faults](../reliability.md) — `cargo run --release -p bench -- --reliability`\n";
-    std::fs::write(out.join("README.md"), index).map_err(|e| e.to_string())?;
-    let raw = json!({
-        "schema": 1,
-        "stamp": stamp.json(),
-        "mode": format!("{mode:?}").to_lowercase(),
-        "rows": rows.iter().map(Row::json).collect::<Vec<_>>(),
-        "costs": costs.iter().map(Cost::json).collect::<Vec<_>>(),
-    });
-    std::fs::write(
-        out.join("results.json"),
-        serde_json::to_string_pretty(&raw).map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| e.to_string())?;
-    if write_readmes {
-        write_readme_blocks(stamp, &all_titles, rows, costs)?;
-    }
-    Ok(())
-}
-
-/// Each rung's README: its own row in every scenario, and its cost beside its neighbours'.
-/// The root README: the headline table and a chart.
-fn write_readme_blocks(
-    stamp: &machine::Stamp,
-    titles: &[(String, String)],
-    rows: &[Row],
-    costs: &[Cost],
-) -> Result<(), String> {
-    for (i, cost) in costs.iter().enumerate() {
-        let krate = &cost.rung;
-        let crate_stamps = results::stamps(
-            rows.iter()
-                .filter(|r| &r.rung == krate)
-                .map(|r| r.measured.as_str())
-                .chain(std::iter::once(cost.measured.as_str())),
-            &stamp.line(),
-        );
-        let mut body = format!(
-            "{crate_stamps}\n\n| scenario | throughput | p50 | p99 | max | errors / notes | server CPU | peak memory (PSS) | threads |\n|---|--:|--:|--:|--:|---|--:|--:|--:|\n"
-        );
-        for (id, title) in titles {
-            if let Some(r) = rows.iter().find(|r| &r.rung == krate && &r.scenario == id) {
-                let line = results::scenario_table(&[r], false);
-                // The single data row of that table, with the scenario's title instead of the name.
-                if let Some(data) = line.lines().nth(2) {
-                    let cells: Vec<&str> = data.split('|').collect();
-                    body += &format!(
-                        "| {title} |{}|\n",
-                        cells[2..cells.len().saturating_sub(2)].join("|")
-                    );
-                }
-            }
-        }
-        let neighbours: Vec<&Cost> = costs[i.saturating_sub(1)..(i + 2).min(costs.len())]
-            .iter()
-            .collect();
-        body += &format!(
-            "\nWhat one request costs here, beside the neighbouring rungs (fixed workload: HTTP keep-alive, {} connections × {} requests):\n\n{}",
-            scenarios::COST_CONNS,
-            scenarios::COST_REQUESTS,
-            results::cost_table(&neighbours)
-        );
-        body += "\nEvery rung, every scenario, with charts: [docs/results](../docs/results/README.md).\n";
-        let path = root().join(krate).join("README.md");
-        match readme::rewrite(&path, "bench", &body) {
-            Ok(true) => {}
-            Ok(false) => eprintln!("bench: {} has no bench block markers", path.display()),
-            Err(e) => eprintln!("bench: {}: {e}", path.display()),
-        }
-    }
-    // Root README headline: throughput in the main scenarios and the cost columns.
-    let cols = ["http-ka-100", "http-close-10", "echo-1k"];
-    let mut body = format!(
-        "{}\n\n| server | HTTP keep-alive, 100 conns | HTTP close, 10 conns | echo, 1k conns × 100 | CPU per request | memory per idle conn |\n|---|--:|--:|--:|--:|--:|\n",
-        results::stamps(rows.iter().map(|r| r.measured.as_str()), &stamp.line())
-    );
-    let mut names: Vec<(String, bool)> = Vec::new();
-    for r in rows {
-        if !names.iter().any(|(n, _)| n == &r.rung) {
-            names.push((r.rung.clone(), r.anchor));
-        }
-    }
-    for (name, anchor) in names {
-        let cell = |id: &str| {
-            rows.iter()
-                .find(|r| r.rung == name && r.scenario == id)
-                .map_or("–".into(), |r| r.rate_cell())
-        };
-        let cost = costs.iter().find(|c| c.rung == name);
-        let shown = if anchor {
-            format!("*{name}*")
-        } else {
-            format!("[`{name}`]({name}/)")
-        };
-        body += &format!(
-            "| {shown} | {} | {} | {} | {} | {} |\n",
-            cell(cols[0]),
-            cell(cols[1]),
-            cell(cols[2]),
-            cost.and_then(|c| c.cpu_us_per_req)
-                .map_or("–".into(), |v| format!("{v:.1} µs")),
-            cost.and_then(|c| c.bytes_per_idle_conn)
-                .map_or("–".into(), |b| format!("{} B", results::thousands(b))),
-        );
-    }
-    body += "\n![HTTP keep-alive, 100 connections](docs/results/http-ka-100.svg)\n\nAll scenarios and the per-request costs: [docs/results](docs/results/README.md).\n";
-    write_doc_blocks(stamp, rows, costs);
-    let path = root().join("README.md");
-    match readme::rewrite(&path, "bench-headline", &body) {
-        Ok(true) => Ok(()),
-        Ok(false) => Err("README.md has no bench-headline block markers".into()),
-        Err(e) => Err(format!("README.md: {e}")),
-    }
 }
 
 /// `--reliability`: every fault against every rung, and the table in docs/reliability.md.
@@ -656,61 +324,6 @@ fn reliability(rungs: &[&Rung], bins: &Path, t0: Instant) -> Result<(), String> 
     }
 }
 
-/// docs/c10k.md's ceilings (what each rung did with 10,000 connections) and docs/choosing.md's
-/// cost table, from the same rows.
-fn write_doc_blocks(stamp: &machine::Stamp, rows: &[Row], costs: &[Cost]) {
-    let cell = |rung: &str, id: &str| -> String {
-        rows.iter()
-            .find(|r| r.rung == rung && r.scenario == id)
-            .map_or("–".into(), |r| {
-                let notes = r.notes_cell();
-                if notes == "ok" {
-                    r.rate_cell()
-                } else {
-                    format!("{} ({notes})", r.rate_cell())
-                }
-            })
-    };
-    let mut ceilings = format!(
-        "{}\n\n| server | idle connections held at once | memory per idle connection | threads per idle connection | echo, 10,000 × 100 messages | echo, 10,000 × 1 message with `--work` |\n|---|--:|--:|--:|---|---|\n",
-        results::stamps(rows.iter().map(|r| r.measured.as_str()), &stamp.line())
-    );
-    for c in costs {
-        let hold = rows
-            .iter()
-            .find(|r| r.rung == c.rung && r.scenario == "hold");
-        ceilings += &format!(
-            "| [`{0}`](../{0}/) | {1} | {2} | {3} | {4} | {5} |\n",
-            c.rung,
-            hold.and_then(|h| h.rate)
-                .map_or("–".into(), results::thousands),
-            c.bytes_per_idle_conn
-                .map_or("–".into(), |b| format!("{} B", results::thousands(b))),
-            c.threads_per_idle_conn
-                .map_or("–".into(), |t| format!("{t:.2}")),
-            cell(&c.rung, "echo-10k"),
-            cell(&c.rung, "echo-10k-cpu"),
-        );
-    }
-    let refs: Vec<&Cost> = costs.iter().collect();
-    let cost = format!(
-        "{}\n\n{}",
-        results::stamps(costs.iter().map(|c| c.measured.as_str()), &stamp.line()),
-        results::cost_table(&refs)
-    );
-    for (file, block, body) in [
-        ("docs/c10k.md", "bench:ceilings", &ceilings),
-        ("docs/choosing.md", "bench:cost", &cost),
-    ] {
-        let path = root().join(file);
-        match readme::rewrite(&path, block, body) {
-            Ok(true) => {}
-            Ok(false) => eprintln!("bench: {file} has no {block} markers"),
-            Err(e) => eprintln!("bench: {file}: {e}"),
-        }
-    }
-}
-
 /// How this run was started, for the stamp: `cargo run --release -p bench -- <its flags>`.
 fn command_line() -> String {
     std::iter::once("cargo run --release -p bench --".to_string())
@@ -720,102 +333,9 @@ fn command_line() -> String {
 }
 
 /// A JSON file of an earlier run; errors name the file.
-fn read_json(path: &Path) -> Result<serde_json::Value, String> {
+pub fn read_json(path: &Path) -> Result<serde_json::Value, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-/// `--rewrite-from`: the outputs of an earlier run, rebuilt from its results.json.
-fn rewrite_from(path: &Path) -> Result<(), String> {
-    let v = read_json(path)?;
-    let stamp = machine::Stamp::from_json(&v["stamp"]);
-    let mode = match v.get("mode").and_then(serde_json::Value::as_str) {
-        Some("full") => Mode::Full,
-        Some("smoke") => Mode::Smoke,
-        _ => Mode::Quick,
-    };
-    let array = |k: &str| {
-        v.get(k)
-            .and_then(serde_json::Value::as_array)
-            .cloned()
-            .unwrap_or_default()
-    };
-    let rows: Vec<Row> = array("rows").iter().map(Row::from_json).collect();
-    let costs: Vec<Cost> = array("costs").iter().map(Cost::from_json).collect();
-    let scenarios: Vec<_> = scenarios::scenarios(mode)
-        .into_iter()
-        .filter(|sc| rows.iter().any(|r| r.scenario == sc.id))
-        .collect();
-    let out = path
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    c1m::rechart(&out);
-    report(&stamp, mode, &scenarios, &rows, &costs, &out, true)
-}
-
-/// Merges this run's rows and costs into the stored results of the same mode: a re-measured
-/// (server, scenario) replaces the stored one, everything else is kept with its own stamp.
-/// Order: ladder order, anchors last within each scenario.
-fn merge(stored: &Path, mode: Mode, rows: Vec<Row>, costs: Vec<Cost>) -> (Vec<Row>, Vec<Cost>) {
-    let Some(old) = std::fs::read_to_string(stored)
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-    else {
-        return (rows, costs);
-    };
-    if old.get("mode").and_then(serde_json::Value::as_str)
-        != Some(format!("{mode:?}").to_lowercase().as_str())
-    {
-        eprintln!(
-            "bench: {} holds another mode's results: replacing them",
-            stored.display()
-        );
-        return (rows, costs);
-    }
-    let array = |k: &str| {
-        old.get(k)
-            .and_then(serde_json::Value::as_array)
-            .cloned()
-            .unwrap_or_default()
-    };
-    let mut merged: Vec<Row> = array("rows")
-        .iter()
-        .map(Row::from_json)
-        .filter(|o| {
-            !rows
-                .iter()
-                .any(|n| n.rung == o.rung && n.scenario == o.scenario)
-        })
-        .collect();
-    merged.extend(rows);
-    let mut merged_costs: Vec<Cost> = array("costs")
-        .iter()
-        .map(Cost::from_json)
-        .filter(|o| !costs.iter().any(|n| n.rung == o.rung))
-        .collect();
-    merged_costs.extend(costs);
-    let rank = |rung: &str| {
-        RUNGS
-            .iter()
-            .position(|r| r.krate == rung)
-            .unwrap_or(RUNGS.len())
-    };
-    let ids: Vec<&str> = scenarios::scenarios(mode)
-        .iter()
-        .map(|s| s.id)
-        .chain(["hold"])
-        .collect();
-    let scenario_rank = |id: &str| ids.iter().position(|i| *i == id).unwrap_or(ids.len());
-    merged.sort_by_key(|r| {
-        (
-            scenario_rank(&r.scenario),
-            r.anchor,
-            rank(&r.rung),
-            r.rung.clone(),
-        )
-    });
-    merged_costs.sort_by_key(|c| rank(&c.rung));
-    (merged, merged_costs)
 }
 
 /// `--targets`: see targets.rs.

@@ -55,6 +55,11 @@ pub struct Row {
     pub client_json: Option<Value>,
     /// The stamp line of the run that measured this row (rows of several runs may be merged).
     pub measured: String,
+    /// Rounds behind the row (the row is the round with the median rate) and the range of
+    /// their rates.
+    pub rounds: u32,
+    pub rate_min: Option<f64>,
+    pub rate_max: Option<f64>,
 }
 
 /// Thousands separators: 12345.6 → "12,346".
@@ -72,11 +77,17 @@ pub fn thousands(x: f64) -> String {
 }
 
 fn us(x: Option<f64>) -> String {
-    match x {
-        Some(v) if v >= 10_000.0 => format!("{:.0} ms", v / 1000.0),
-        Some(v) if v >= 1000.0 => format!("{:.1} ms", v / 1000.0),
-        Some(v) => format!("{v:.0} µs"),
-        None => "–".into(),
+    x.map_or("–".into(), latency)
+}
+
+/// A latency in µs as the tables show it: µs below a millisecond, then ms.
+pub fn latency(v: f64) -> String {
+    if v >= 10_000.0 {
+        format!("{:.0} ms", v / 1000.0)
+    } else if v >= 1000.0 {
+        format!("{:.1} ms", v / 1000.0)
+    } else {
+        format!("{v:.0} µs")
     }
 }
 
@@ -91,9 +102,17 @@ impl Row {
             Some(Verdict::TimedOut) => "timed out".into(),
             Some(Verdict::Crashed(s)) => format!("crashed ({s})"),
             Some(Verdict::Failed(s)) => format!("failed: {s}"),
-            _ => self
-                .rate
-                .map_or("–".into(), |r| format!("{} {}", thousands(r), self.unit)),
+            _ => match (self.rate, self.rate_min, self.rate_max) {
+                (Some(r), Some(lo), Some(hi)) if self.rounds > 1 => format!(
+                    "{} {} ({}–{})",
+                    thousands(r),
+                    self.unit,
+                    thousands(lo),
+                    thousands(hi)
+                ),
+                (Some(r), ..) => format!("{} {}", thousands(r), self.unit),
+                (None, ..) => "–".into(),
+            },
         }
     }
 
@@ -133,8 +152,30 @@ impl Row {
             "wrk_rate": self.wrk_rate, "bytes_per_conn": self.bytes_per_conn,
             "threads_per_conn": self.threads_per_conn,
             "syscalls_per_req": self.syscalls_per_req, "client": self.client_json,
-            "measured": self.measured,
+            "measured": self.measured, "rounds": self.rounds,
+            "rate_min": self.rate_min, "rate_max": self.rate_max,
         })
+    }
+
+    /// The round with the median rate stands for all of them, with their range beside it.
+    pub fn median_of(mut rounds: Vec<Row>) -> Option<Row> {
+        let n = rounds.len() as u32;
+        let spread = crate::spread::Spread::of(rounds.iter().filter_map(|r| r.rate));
+        // Rounds without a rate (a crash, a time-out) sort first: with most rounds clean the
+        // median is a clean one, and with most failed the row says so.
+        rounds.sort_by(|a, b| {
+            a.rate
+                .unwrap_or(f64::NEG_INFINITY)
+                .total_cmp(&b.rate.unwrap_or(f64::NEG_INFINITY))
+        });
+        if rounds.is_empty() {
+            return None;
+        }
+        let mut row = rounds.swap_remove(rounds.len() / 2);
+        row.rounds = n;
+        row.rate_min = spread.map(|s| s.min);
+        row.rate_max = spread.map(|s| s.max);
+        Some(row)
     }
 }
 
@@ -209,6 +250,9 @@ impl Row {
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_string(),
+            rounds: v.get("rounds").and_then(Value::as_u64).unwrap_or(1) as u32,
+            rate_min: f("rate_min"),
+            rate_max: f("rate_max"),
         }
     }
 }
@@ -239,6 +283,9 @@ impl Cost {
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_string(),
+            rounds: v.get("rounds").and_then(Value::as_u64).unwrap_or(1) as u32,
+            cpu_min: f("cpu_min"),
+            cpu_max: f("cpu_max"),
         }
     }
 }
@@ -325,6 +372,10 @@ pub struct Cost {
     pub note: String,
     /// The stamp line of the run that measured it.
     pub measured: String,
+    /// Rounds behind the CPU figure (the median round's) and their range.
+    pub rounds: u32,
+    pub cpu_min: Option<f64>,
+    pub cpu_max: Option<f64>,
 }
 
 impl Cost {
@@ -335,8 +386,26 @@ impl Cost {
             "syscalls_per_req": self.syscalls_per_req,
             "bytes_per_idle_conn": self.bytes_per_idle_conn,
             "threads_per_idle_conn": self.threads_per_idle_conn, "note": self.note,
-            "measured": self.measured,
+            "measured": self.measured, "rounds": self.rounds,
+            "cpu_min": self.cpu_min, "cpu_max": self.cpu_max,
         })
+    }
+
+    /// The round with the median CPU per request stands for all, with their range beside it.
+    pub fn median_of(mut rounds: Vec<Cost>) -> Option<Cost> {
+        let n = rounds.len() as u32;
+        let spread = crate::spread::Spread::of(rounds.iter().filter_map(|c| c.cpu_us_per_req));
+        rounds.sort_by(|a, b| {
+            a.cpu_us_per_req
+                .unwrap_or(f64::INFINITY)
+                .total_cmp(&b.cpu_us_per_req.unwrap_or(f64::INFINITY))
+        });
+        // The lower middle: with a missing round (sorted last) the median is a measured one.
+        let mut c = rounds.swap_remove(rounds.len().checked_sub(1)? / 2);
+        c.rounds = n;
+        c.cpu_min = spread.map(|s| s.min);
+        c.cpu_max = spread.map(|s| s.max);
+        Some(c)
     }
 }
 
@@ -356,8 +425,12 @@ pub fn cost_table(costs: &[&Cost]) -> String {
         s += &format!(
             "| `{}` | {} | {} | {} | {mem} | {} |\n",
             c.rung,
-            c.cpu_us_per_req
-                .map_or("–".into(), |v| format!("{v:.1} µs")),
+            match (c.cpu_us_per_req, c.cpu_min, c.cpu_max) {
+                (Some(v), Some(lo), Some(hi)) if c.rounds > 1 =>
+                    format!("{v:.1} µs ({lo:.1}–{hi:.1})"),
+                (Some(v), ..) => format!("{v:.1} µs"),
+                _ => "–".into(),
+            },
             match (c.switches_per_req, c.voluntary_per_req) {
                 (Some(t), Some(v)) => format!("{t:.2} ({v:.2} + {:.2})", t - v),
                 (t, _) => f(t, 2),
@@ -428,6 +501,43 @@ mod tests {
             (back.rung, back.cpu_us_per_req, back.note),
             (c.rung, c.cpu_us_per_req, c.note)
         );
+    }
+
+    #[test]
+    fn a_row_of_rounds_is_the_median_round_with_the_range() {
+        let row = |rate: Option<f64>| Row {
+            rung: "x".into(),
+            scenario: "s".into(),
+            unit: "req/s",
+            rate,
+            ..Row::default()
+        };
+        let m = Row::median_of(vec![row(Some(300.0)), row(Some(100.0)), row(Some(200.0))])
+            .expect("rounds");
+        assert_eq!(
+            (m.rate, m.rate_min, m.rate_max, m.rounds),
+            (Some(200.0), Some(100.0), Some(300.0), 3)
+        );
+        assert_eq!(m.rate_cell(), "200 req/s (100–300)");
+        // A failed round (no rate) sorts low: two clean rounds of three give a clean median.
+        let m = Row::median_of(vec![row(None), row(Some(5.0)), row(Some(7.0))]).expect("rounds");
+        assert_eq!(m.rate, Some(5.0));
+        assert!(Row::median_of(Vec::new()).is_none());
+        let one = Row::median_of(vec![row(Some(9.0))]).expect("one");
+        assert_eq!(one.rate_cell(), "9 req/s");
+
+        let cost = |cpu: Option<f64>| Cost {
+            rung: "x".into(),
+            cpu_us_per_req: cpu,
+            ..Cost::default()
+        };
+        let c =
+            Cost::median_of(vec![cost(Some(9.0)), cost(None), cost(Some(8.0))]).expect("rounds");
+        assert_eq!(
+            (c.cpu_us_per_req, c.cpu_min, c.cpu_max),
+            (Some(9.0), Some(8.0), Some(9.0))
+        );
+        assert!(cost_table(&[&c]).contains("| 9.0 µs (8.0–9.0) |"));
     }
 
     #[test]

@@ -40,13 +40,13 @@ impl Subject<'_> {
 }
 
 /// A started subject: its address, process group, and how to stop it.
-enum Running {
+pub enum Running {
     Server(ServerRun),
     Nginx(crate::anchors::Nginx, procs::Sampling),
 }
 
 impl Running {
-    fn start(subject: &Subject, server_args: &[String]) -> Result<Running, String> {
+    pub fn start(subject: &Subject, server_args: &[String]) -> Result<Running, String> {
         let (bin, args) = match subject {
             Subject::Rung { bin, .. } => {
                 let mut args = server_args.to_vec();
@@ -68,21 +68,21 @@ impl Running {
         Ok(Running::Server(s))
     }
 
-    fn addr(&self) -> std::net::SocketAddr {
+    pub fn addr(&self) -> std::net::SocketAddr {
         match self {
             Running::Server(s) => s.addr,
             Running::Nginx(n, _) => n.addr,
         }
     }
 
-    fn pgid(&self) -> i32 {
+    pub fn pgid(&self) -> i32 {
         match self {
             Running::Server(s) => s.pgid,
             Running::Nginx(n, _) => n.pgid,
         }
     }
 
-    fn stop(self) -> procs::Stopped {
+    pub fn stop(self) -> procs::Stopped {
         match self {
             Running::Server(s) => s.stop(),
             Running::Nginx(n, sampling) => {
@@ -171,46 +171,9 @@ pub fn load(subject: &Subject, sc: &Scenario, echo_client: &Path, wrk: bool) -> 
     row
 }
 
-/// Holds idle connections: memory and threads per connection, beyond the idle server's own.
-pub fn hold(subject: &Subject, conns: u32, secs: u32, echo_client: &Path) -> Row {
-    let mut row = base_row(subject, "hold", "conns");
-    // The holding test checks each connection with one echo at the end: the server speaks echo.
-    let running = match Running::start(subject, &["--proto".into(), "echo".into()]) {
-        Ok(r) => r,
-        Err(e) => {
-            row.verdict = Some(Verdict::Failed(e));
-            return row;
-        }
-    };
-    std::thread::sleep(Duration::from_millis(200));
-    let before = crate::procfs::sample(running.pgid());
-    let load = Load::Hold { conns, secs };
-    let c = client::echo_client(echo_client, running.addr(), &load, Duration::from_secs(120));
-    let stopped = running.stop();
-    fill_from_client(&mut row, &c);
-    row.peak_pss_kib = Some(stopped.peak.pss_kib);
-    row.peak_threads = Some(stopped.peak.threads);
-    row.peak_processes = Some(stopped.peak.processes);
-    // Divide by the connections the *server* held at once (its own summary), not by what the
-    // client asked for: lesson 1 holds one and leaves the rest in the kernel's accept queue.
-    let held = procs::summary_value(&stopped.summary, "peak concurrent connections")
-        .and_then(|v| v.parse::<u64>().ok())
-        .or(c.held)
-        .unwrap_or(0);
-    if held > 0 {
-        row.bytes_per_conn =
-            Some(stopped.peak.pss_kib.saturating_sub(before.pss_kib) as f64 * 1024.0 / held as f64);
-        row.threads_per_conn =
-            Some(stopped.peak.threads.saturating_sub(before.threads) as f64 / held as f64);
-    }
-    row.rate = Some(held as f64);
-    row.verdict = Some(verdict(&stopped, Some(&c)));
-    row
-}
-
 /// The fixed small workload: CPU and context switches per request (and syscalls per request
 /// under strace in full mode).
-pub fn cost(subject: &Subject, mode: Mode, echo_client: &Path, hold_row: Option<&Row>) -> Cost {
+pub fn cost(subject: &Subject, mode: Mode, echo_client: &Path, with_strace: bool) -> Cost {
     let mut cost = Cost {
         rung: subject.name(),
         ..Cost::default()
@@ -251,12 +214,8 @@ pub fn cost(subject: &Subject, mode: Mode, echo_client: &Path, hold_row: Option<
         }
         Err(e) => cost.note = e,
     }
-    if mode == Mode::Full && strace_installed() {
+    if with_strace && mode == Mode::Full && strace_installed() {
         cost.syscalls_per_req = strace_calls(subject, &load, echo_client);
-    }
-    if let Some(h) = hold_row {
-        cost.bytes_per_idle_conn = h.bytes_per_conn;
-        cost.threads_per_idle_conn = h.threads_per_conn;
     }
     cost
 }

@@ -1,6 +1,7 @@
-//! The scenarios of issue 6, each a row per server. Quick mode (the default) keeps the whole
-//! ladder under five minutes on 2 cores; `--full` runs the long and large ones too; `--smoke`
-//! proves the pipeline in seconds (CI).
+//! The single-point scenarios, each a row per server: the ones the sweeps (sweeps.rs) do not
+//! cover — connection churn (`Connection: close`), the echo protocol at 1,000 and 10,000
+//! connections, CPU-bound echo — and the catalogue the speed targets (targets.rs) pick from.
+//! `--smoke` proves the pipeline in seconds (CI).
 
 use std::time::Duration;
 
@@ -29,9 +30,6 @@ pub enum Load {
         duration: Option<Duration>,
         close: bool,
     },
-    /// Open `conns` idle connections, hold them, check they still echo; measure memory per
-    /// connection.
-    Hold { conns: u32, secs: u32 },
 }
 
 #[derive(Clone, Debug)]
@@ -107,9 +105,9 @@ fn echo(
     }
 }
 
-/// `--work` units for the "10k + cpu" scenario: 100 units, about 0.3 ms per message here
-/// (`cargo run --release -p server_common --example work_cost`), in the spirit of the Python
-/// series' `sum(range(100000))`.
+/// `--work` units for the "10k + cpu" scenario, in the spirit of the Python series'
+/// `sum(range(100000))`: a fraction of a millisecond of CPU per message (what one unit costs on
+/// the machine of a run is on its CPU-work sweep page).
 pub const CPU_WORK: u32 = 100;
 
 /// The fixed, small workload behind the cost table: HTTP keep-alive, 10 connections × 2,000
@@ -133,25 +131,25 @@ pub fn cost_load(mode: Mode) -> Load {
     }
 }
 
-/// Idle connections held for the memory-per-connection measurement.
-pub fn hold_conns(mode: Mode) -> u32 {
+/// The single-point scenarios the ladder run measures beside the sweeps, in table order: none in
+/// the quick run (the sweeps are its content), the ones no sweep covers in the full run.
+pub fn ladder(mode: Mode) -> Vec<Scenario> {
+    const FULL: &[&str] = &["http-close-10", "echo-1k", "echo-10k", "echo-10k-cpu"];
     match mode {
-        Mode::Smoke => 20,
-        Mode::Quick => 1_000,
-        Mode::Full => 10_000,
+        // The sweeps cover HTTP; the echo protocol gets its one smoke row.
+        Mode::Smoke => scenarios(Mode::Smoke)
+            .into_iter()
+            .filter(|s| s.id == "echo-2")
+            .collect(),
+        Mode::Quick => Vec::new(),
+        Mode::Full => scenarios(Mode::Full)
+            .into_iter()
+            .filter(|s| FULL.contains(&s.id))
+            .collect(),
     }
 }
 
-/// How long the idle connections are held before each is checked.
-pub fn hold_secs(mode: Mode) -> u32 {
-    match mode {
-        Mode::Smoke => 1,
-        Mode::Quick => 3,
-        Mode::Full => 5,
-    }
-}
-
-/// The scenarios a mode runs, in table order.
+/// Every scenario of a mode, in table order (the targets pick theirs from the full list).
 pub fn scenarios(mode: Mode) -> Vec<Scenario> {
     if mode == Mode::Smoke {
         let mut h = http(

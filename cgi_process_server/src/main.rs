@@ -43,7 +43,7 @@
 //! ```
 //!
 //! ## Compare with
-//! UNP's `serv01.c`; LearnServer's `cgi_server.py`; the c10k experiment's subprocess strategy;
+//! UNP's `serv01.c`; inetd(8), which forks (and execs) a server per connection the same way;
 //! lesson 3, `cgi_thread_server` (a thread each); lesson 4, `prefork_server`.
 
 use std::collections::BTreeMap;
@@ -62,7 +62,7 @@ use server_common::cli::CommonArgs;
 use server_common::net::{self, Blocking};
 use server_common::proto::Session;
 use server_common::stats::{LiveConn, Stats};
-use server_common::{Context, SetupError, blocking, shutdown, warn_throttled};
+use server_common::{Context, SetupError, shutdown, warn_throttled};
 
 const NAME: &str = env!("CARGO_PKG_NAME");
 
@@ -148,12 +148,13 @@ fn run(args: Args) -> Result<(), SetupError> {
                 .unwrap_or_else(PoisonError::into_inner),
         );
 
-        // accept4(2), see lesson 1; its errors are lesson 1's policy. EMFILE hardly happens
-        // here: the parent closes every connection right after the fork.
+        // accept4(2), see lesson 1. EMFILE hardly happens here: the parent closes every
+        // connection right after the fork.
         let fd = match accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
             Ok(fd) => fd,
+            // Retry at once, or back off when out of descriptors (lesson 1's policy).
             Err(e) => {
-                blocking::after_accept_error(NAME, e);
+                simple_server::after_accept_error(NAME, e); // (lesson 1)
                 continue;
             }
         };
@@ -186,7 +187,7 @@ fn run(args: Args) -> Result<(), SetupError> {
                 // guard must never run its Drop, or the count would fall twice.
                 std::mem::forget(live);
                 drop(listener); // close(2) the child's copy: only the parent accepts
-                conn_child(conn, parent, &args.common, stats)
+                handle_conn(conn, parent, &args.common, stats)
             }
             Ok(ForkResult::Parent { child }) => {
                 table.running.insert(child, live);
@@ -236,7 +237,7 @@ fn reap_forever() {
 // ─── per-connection work ────────────────────────────────────────────────────────────────────
 
 /// The whole life of a child: serve one connection, then _exit. Never returns.
-fn conn_child(conn: OwnedFd, parent: Pid, args: &CommonArgs, stats: &'static Stats) -> ! {
+fn handle_conn(conn: OwnedFd, parent: Pid, args: &CommonArgs, stats: &'static Stats) -> ! {
     // SIGINT/SIGTERM back to their default action (they are blocked and waited for only in the
     // parent), so the parent's SIGTERM at shutdown — or Ctrl-C on the terminal — ends us.
     // prctl(2) PR_SET_PDEATHSIG: and if the parent dies without stopping us (kill -9), the
@@ -252,17 +253,11 @@ fn conn_child(conn: OwnedFd, parent: Pid, args: &CommonArgs, stats: &'static Sta
         unsafe { libc::_exit(1) }
     }
 
-    // SO_RCVTIMEO/SO_SNDTIMEO and TCP_NODELAY, see lesson 1: a silent client holds this child
-    // for --idle-timeout at most.
-    match net::prepare_conn(&conn, args.idle_timeout()) {
-        // recv → session → send until the end (lesson 1, server_common/src/blocking.rs). The
-        // session's counters are in the MAP_SHARED page, so the parent sees every request.
-        Ok(()) => {
-            let session = Session::new(args.session_config(), stats.worker(0));
-            let _end = blocking::serve(conn, session); // conn: closed inside
-        }
-        Err(e) => warn_throttled!("{NAME}: setsockopt on a new connection: {e}"), // conn: closed
-    }
+    // Idle timeout (a silent client holds this child for --idle-timeout at most), then recv →
+    // session → send until the end. The session's counters are in the MAP_SHARED page, so the
+    // parent sees every request this child serves.
+    let session = Session::new(args.session_config(), stats.worker(0));
+    simple_server::handle_conn(NAME, conn, args.idle_timeout(), session); // (lesson 1) closes conn
     // SAFETY: as above. The connection is closed; exiting makes the parent's reaper collect us.
     unsafe { libc::_exit(0) }
 }

@@ -47,8 +47,9 @@
 //! ```
 //!
 //! ## Compare with
-//! UNP's `serv06.c`; LearnServer's `cgi_threading_server.py`; the C 10k-threads echo server;
-//! lesson 2, `cgi_process_server` (a process each); lesson 5, `threadpool_accept_main`.
+//! UNP's `serv06.c`; the Rust Book's final project before its thread pool (a thread spawned per
+//! connection); lesson 2, `cgi_process_server` (a process each); lesson 5,
+//! `threadpool_accept_main`.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::ExitCode;
@@ -61,7 +62,7 @@ use server_common::cli::{CommonArgs, StackArgs};
 use server_common::net::{self, Blocking};
 use server_common::proto::{Config, Session};
 use server_common::stats::{LiveConn, Stats};
-use server_common::{SetupError, blocking, shutdown, warn_throttled};
+use server_common::{SetupError, shutdown, warn_throttled};
 
 const NAME: &str = env!("CARGO_PKG_NAME");
 
@@ -140,14 +141,14 @@ fn run(args: Args) -> Result<(), SetupError> {
             std::thread::sleep(Duration::from_millis(10));
             continue;
         }
-        // accept4(2), see lesson 1. Each way it can fail is a client's or a moment's problem, and
-        // the shared policy is lesson 1's match: retry at once, or — out of descriptors (EMFILE:
-        // each live thread holds one) — back off 50 ms, leaving the client queued until a
-        // connection thread ends and frees its descriptor.
+        // accept4(2), see lesson 1.
         let fd = match accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
             Ok(fd) => fd,
+            // Retry at once, or back off when out of descriptors (lesson 1's policy). EMFILE
+            // comes sooner here, as each live thread holds one: the client stays queued until a
+            // connection thread ends and frees its descriptor.
             Err(e) => {
-                blocking::after_accept_error(NAME, e);
+                simple_server::after_accept_error(NAME, e); // (lesson 1)
                 continue;
             }
         };
@@ -165,7 +166,7 @@ fn run(args: Args) -> Result<(), SetupError> {
         let spawned = std::thread::Builder::new()
             .name("conn".into()) // what `top -H` and `ps -L` show
             .stack_size(stack)
-            .spawn(move || conn_thread(conn, live, config, idle, stats));
+            .spawn(move || handle_conn(conn, live, config, idle, stats));
         match spawned {
             // Dropping the JoinHandle detaches the thread: nobody joins it, it cleans up itself.
             Ok(_detached) => {}
@@ -189,24 +190,18 @@ fn run(args: Args) -> Result<(), SetupError> {
 
 /// The whole life of a connection thread: serve one connection to its end, then exit. Every
 /// failure ends this connection (and thread) only.
-fn conn_thread(
+fn handle_conn(
     conn: OwnedFd,
     live: LiveConn,
     config: Config,
     idle: Option<Duration>,
     stats: &'static Stats,
 ) {
-    // SO_RCVTIMEO/SO_SNDTIMEO and TCP_NODELAY, see lesson 1. Set here, not in the accept loop:
-    // the main thread is the one serial part of this model, so it does as little as possible.
-    match net::prepare_conn(&conn, idle) {
-        // recv → session → send until the end (lesson 1, server_common/src/blocking.rs).
-        Ok(()) => {
-            let session = Session::new(config, stats.worker(0));
-            let _end = blocking::serve(conn, session); // conn: moved, closed inside
-        }
-        // Without its idle timeout it could hold this thread forever: close it instead.
-        Err(e) => warn_throttled!("{NAME}: setsockopt on a new connection: {e}"), // conn: closed
-    }
+    // Idle timeout, then recv → session → send until the end. Even the socket options are set
+    // here, not in the accept loop: the main thread is the one serial part of this model, so it
+    // does as little as possible.
+    let session = Session::new(config, stats.worker(0));
+    simple_server::handle_conn(NAME, conn, idle, session); // (lesson 1) conn: moved, closed inside
     drop(live); // the connection is closed: no longer live
     THREADS_LIVE.fetch_sub(1, Relaxed);
 } // the thread ends: the runtime unmaps its signal stack, glibc unmaps (or caches) its stack

@@ -51,6 +51,9 @@ pub struct Rung {
     pub model: &'static str,
     pub caps: Caps,
     pub status: Status,
+    /// The earlier lessons whose code this one reuses, by order: its crate depends on theirs
+    /// (a test checks each Cargo.toml against this list).
+    pub builds_on: &'static [u32],
 }
 
 const fn caps(concurrency: Concurrency) -> Caps {
@@ -72,6 +75,7 @@ pub const RUNGS: &[Rung] = &[
         model: "iterative: one connection at a time, served to completion",
         caps: caps(Concurrency::One),
         status: Status::Done,
+        builds_on: &[],
     },
     Rung {
         order: 2,
@@ -82,6 +86,7 @@ pub const RUNGS: &[Rung] = &[
             ..caps(Concurrency::Unbounded)
         },
         status: Status::Done,
+        builds_on: &[1],
     },
     Rung {
         order: 3,
@@ -92,6 +97,7 @@ pub const RUNGS: &[Rung] = &[
             ..caps(Concurrency::Unbounded)
         },
         status: Status::Done,
+        builds_on: &[1],
     },
     Rung {
         order: 4,
@@ -103,6 +109,7 @@ pub const RUNGS: &[Rung] = &[
             ..caps(Concurrency::Workers)
         },
         status: Status::Done,
+        builds_on: &[1],
     },
     Rung {
         order: 5,
@@ -114,6 +121,7 @@ pub const RUNGS: &[Rung] = &[
             ..caps(Concurrency::Workers)
         },
         status: Status::Done,
+        builds_on: &[1],
     },
     Rung {
         order: 6,
@@ -125,6 +133,7 @@ pub const RUNGS: &[Rung] = &[
             ..caps(Concurrency::Workers)
         },
         status: Status::Done,
+        builds_on: &[1],
     },
     Rung {
         order: 7,
@@ -135,6 +144,7 @@ pub const RUNGS: &[Rung] = &[
             ..caps(Concurrency::Unbounded)
         },
         status: Status::Done,
+        builds_on: &[],
     },
     Rung {
         order: 8,
@@ -145,6 +155,7 @@ pub const RUNGS: &[Rung] = &[
             ..caps(Concurrency::Unbounded)
         },
         status: Status::Done,
+        builds_on: &[7],
     },
     Rung {
         order: 9,
@@ -152,6 +163,7 @@ pub const RUNGS: &[Rung] = &[
         model: "one thread, poll(2) readiness loop",
         caps: caps(Concurrency::Unbounded),
         status: Status::Done,
+        builds_on: &[7],
     },
     Rung {
         order: 10,
@@ -159,6 +171,7 @@ pub const RUNGS: &[Rung] = &[
         model: "one thread, edge-triggered epoll(7) loop",
         caps: caps(Concurrency::Unbounded),
         status: Status::Done,
+        builds_on: &[7],
     },
     Rung {
         order: 11,
@@ -169,6 +182,7 @@ pub const RUNGS: &[Rung] = &[
             ..caps(Concurrency::Unbounded)
         },
         status: Status::Done,
+        builds_on: &[4, 7, 10],
     },
     Rung {
         order: 12,
@@ -176,6 +190,7 @@ pub const RUNGS: &[Rung] = &[
         model: "tokio: the production reference",
         caps: caps(Concurrency::Unbounded),
         status: Status::Done,
+        builds_on: &[1, 7],
     },
     Rung {
         order: 13,
@@ -183,6 +198,7 @@ pub const RUNGS: &[Rung] = &[
         model: "io_uring: completion-based I/O",
         caps: caps(Concurrency::Unbounded),
         status: Status::Done,
+        builds_on: &[],
     },
 ];
 
@@ -197,7 +213,7 @@ pub fn rung(krate: &str) -> &'static Rung {
 
 /// The root README's lesson index, as markdown table rows (between the README's markers).
 pub fn readme_index() -> String {
-    let mut s = String::from("| # | crate | model | status |\n|---|---|---|---|\n");
+    let mut s = String::from("| # | crate | model | builds on | status |\n|---|---|---|---|---|\n");
     for r in RUNGS {
         let status = match r.status {
             Status::Done => "done".to_string(),
@@ -207,7 +223,19 @@ pub fn readme_index() -> String {
             Status::Done => format!("[`{0}`]({0}/)", r.krate),
             Status::Planned { .. } => format!("`{}`", r.krate),
         };
-        s += &format!("| {} | {krate} | {} | {status} |\n", r.order, r.model);
+        let on = if r.builds_on.is_empty() {
+            "–".to_string()
+        } else {
+            r.builds_on
+                .iter()
+                .map(|o| format!("{o} (`{}`)", RUNGS[*o as usize - 1].krate))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        s += &format!(
+            "| {} | {krate} | {} | {on} | {status} |\n",
+            r.order, r.model
+        );
     }
     s
 }
@@ -239,6 +267,36 @@ mod tests {
                 let t = root.join(r.krate).join("tests/conformance.rs");
                 assert!(t.exists(), "{} must run the conformance suite", r.krate);
             }
+        }
+    }
+
+    /// "Builds on" is what each crate's Cargo.toml says: a lesson depends on exactly the earlier
+    /// lessons it lists, and only on earlier ones.
+    #[test]
+    fn builds_on_matches_each_crates_dependencies() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        for r in RUNGS.iter().filter(|r| r.status == Status::Done) {
+            let manifest = std::fs::read_to_string(root.join(r.krate).join("Cargo.toml"))
+                .expect("a done rung has a Cargo.toml");
+            let deps = manifest
+                .split("\n[")
+                .find(|sec| sec.starts_with("dependencies]"))
+                .unwrap_or_default();
+            let mut on: Vec<u32> = RUNGS
+                .iter()
+                .filter(|o| {
+                    deps.lines()
+                        .any(|l| l.trim_start().starts_with(&format!("{}.", o.krate)))
+                })
+                .map(|o| o.order)
+                .collect();
+            on.sort_unstable();
+            assert_eq!(on, r.builds_on, "{}: Cargo.toml vs builds_on", r.krate);
+            assert!(
+                on.iter().all(|&o| o < r.order),
+                "{} builds on a later rung",
+                r.krate
+            );
         }
     }
 

@@ -2,7 +2,7 @@
 //! real event-loop servers). One edge-triggered epoll loop per thread, each with its own
 //! `SO_REUSEPORT` listener on the same port, so the kernel spreads connections over threads and
 //! nothing is shared. Start it several times on one port to hold more connections than one
-//! process's RLIMIT_NOFILE allows (the 100,000-connection run in README.md).
+//! process's RLIMIT_NOFILE allows.
 //!
 //! ```text
 //! cargo run --release -p echo_client --example echo_server -- --addr 127.0.0.1:9000 --threads 1

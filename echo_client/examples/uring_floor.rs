@@ -1,7 +1,7 @@
 //! The floor under any echo client: the least a client can do per message on loopback, to
 //! compare echo_client's CPU with. Not a load generator — it checks lengths only, keeps no
 //! histogram, reads no clock per message — and it batches its calls through io_uring(7), the
-//! design README.md once named as the way to go below the server's CPU per message:
+//! obvious way for a client to spend less CPU per message than the server it drives:
 //!
 //! ```text
 //!   per turn:  io_uring_enter(submit every queued send + recv, wait for ≥ 1 completion)
@@ -10,8 +10,8 @@
 //!
 //! So it makes one syscall per *batch* where echo_client makes two per message (`sendmsg`,
 //! `recvfrom`) plus a share of an `epoll_pwait2`. If batching were what the client lacked, this
-//! program would take clearly less CPU per message than the server; `bench/floor.sh` measures
-//! whether it does.
+//! program would take clearly less CPU per message than the server: run it beside
+//! `echo_client` against one server and compare the CPU seconds each reports.
 //!
 //! ```text
 //! cargo run --release -p echo_client --example uring_floor -- --addr 127.0.0.1:9000 -c 100 -n 5000

@@ -816,7 +816,7 @@ mod tests {
     use super::*;
 
     /// A connection's whole user-space state is one small struct (no buffers): what lets one
-    /// process hold 19,000 connections in a few MB (README, "Holding").
+    /// process hold tens of thousands of idle connections in a few MB.
     #[test]
     fn a_connection_is_a_small_struct() {
         let echo = size_of::<Conn<crate::workload::EchoState>>();

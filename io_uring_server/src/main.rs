@@ -26,7 +26,7 @@
 //!   ended (EMFILE, say) and must be submitted again (`on_accept`).
 //! - Buffer ownership: recv buffers come from a pool the kernel draws on only once data has
 //!   arrived, so an idle connection holds none; answers wait in a per-connection buffer frozen
-//!   while its send is in flight (both in `conn.rs`). Each `// SAFETY:` below says why.
+//!   while its send is in flight (`conn.rs`). Each `// SAFETY:` below says why.
 //! - close(2) cancels nothing, and completions can outlive their connection: a connection
 //!   cancels its operations and waits for them before closing, and tokens carry a generation.
 //!
@@ -44,8 +44,8 @@
 //! ```
 //!
 //! ## Compare with
-//! Lesson 10 and `server_common/src/conn.rs`; liburing's io_uring_prep_multishot_accept(3),
-//! io_uring_setup_buf_ring(3); tokio-uring's `read(buf) -> (result, buf)`: ownership passed.
+//! Lesson 10; lesson 7's conn.rs (`nonblocking_busy_server/src/conn.rs`); liburing's
+//! io_uring_prep_multishot_accept(3); tokio-uring's `read(buf) -> (result, buf)`: ownership passed.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::ExitCode;
@@ -61,14 +61,17 @@ use server_common::net::{self, Blocking};
 use server_common::stats::Stats;
 use server_common::{Context, SetupError, shutdown, warn_throttled};
 
-mod conn;
-use conn::{BGID, BUF_SIZE, Conns, Op, POLL_FIRST, Pool, token, untoken};
+mod buf_ring; // support code: the recv buffer pool's plumbing
+mod conn; // the model's second role: the connections
+use buf_ring::{BGID, BUF_SIZE, Pool};
+use conn::{Conns, Op, token, untoken};
 
 const NAME: &str = env!("CARGO_PKG_NAME");
 const SQ_ENTRIES: u32 = 1024; // submission queue: a turn that queues more submits early (`push`)
 const CQ_ENTRIES: u32 = 8192; // completion queue; past that the kernel keeps the rest aside
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100); // out of descriptors: pause accept
-static STALE: AtomicU64 = AtomicU64::new(0); // completions for connections gone (`on_conn`)
+static STALE: AtomicU64 = AtomicU64::new(0); // completions for connections gone (`handle_conn`)
+const POLL_FIRST: u16 = 1; // IORING_RECVSEND_POLL_FIRST: a recv waits for data before trying
 
 // ─── args ───────────────────────────────────────────────────────────────────────────────────
 
@@ -145,7 +148,7 @@ fn run(args: Args) -> Result<(), SetupError> {
         for cqe in &completions {
             match untoken(cqe.user_data()).0 {
                 Op::Accept => accept_at = s.on_accept(cqe, now).or(accept_at),
-                Op::Recv | Op::Send | Op::Cancel => s.on_conn(cqe, now),
+                Op::Recv | Op::Send | Op::Cancel => s.handle_conn(cqe, now),
             }
         }
         // Idle timeouts and lingering closes that are due: cancel what they have in flight.
@@ -192,8 +195,7 @@ impl Server {
             // A signal, or a client that reset while queued: accept again at once.
             e if [libc::EINTR, libc::ECONNABORTED].contains(&-e) => {}
             // Out of descriptors (EMFILE, ENFILE) or memory, the client still queued: re-arming
-            // at once would fail at once, a spin. Pause, as lesson 10 does (and for accept(2)'s
-            // rare network errors too: 100 ms is harmless for them).
+            // at once would fail at once, a spin. Pause, as lesson 10 does (rarer errors too).
             e => {
                 let e = Errno::from_raw(-e); // (a negative errno, as from every operation)
                 warn_throttled!("{NAME}: accept: {e}; pausing accept for 100 ms");
@@ -207,7 +209,7 @@ impl Server {
 
     /// A completion of a connection's recv, send or cancel: report it to the connection
     /// (conn.rs), give its buffer back to the pool, and submit what the connection wants next.
-    fn on_conn(&mut self, cqe: &cqueue::Entry, now: Instant) {
+    fn handle_conn(&mut self, cqe: &cqueue::Entry, now: Instant) {
         let (op, slot, generation) = untoken(cqe.user_data());
         let buffer = cqueue::buffer_select(cqe.flags());
         let Some(conn) = self.conns.get_mut(slot, generation) else {
@@ -231,8 +233,7 @@ impl Server {
         self.drive(slot, generation, now);
     }
 
-    /// Submits what the connection asks for next. conn.rs decides; here each answer becomes a
-    /// submission, with the reason its memory and descriptor outlive the operation.
+    /// Submits what conn.rs asks for next; each SAFETY says why its memory and socket outlive it.
     fn drive(&mut self, slot: u32, generation: u32, now: Instant) {
         let next = self.conns.drive(slot, generation, now);
         let fd = Fd(next.fd);
@@ -249,7 +250,7 @@ impl Server {
         }
         if next.recv {
             let sqe = opcode::Recv::new(fd, std::ptr::null_mut(), BUF_SIZE as u32)
-                .ioprio(POLL_FIRST)
+                .ioprio(POLL_FIRST) // right after our answer the next request is rarely there yet
                 .buf_group(BGID)
                 .build()
                 .flags(squeue::Flags::BUFFER_SELECT)

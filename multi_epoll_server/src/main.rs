@@ -16,13 +16,14 @@
 //! ```
 //!
 //! ## What to notice
-//! - No event loop in this file: `lesson10::event_loop` is lesson 10's, compiled into this
-//!   crate (`mod lesson10`). The model adds only "N times, each with its own listener".
+//! - No event loop in this file: `event_loop` is lesson 10's, from its crate (`epoll_et_server`
+//!   in `Cargo.toml`), and drives lesson 7's connections. The model adds only "N times, each
+//!   with its own listener".
 //! - `SO_REUSEPORT` goes on before bind(2), on every listener. The first bind resolves port 0;
 //!   the others bind the port it got.
-//! - The supervisor keeps a copy of every listener, so a loop process that dies leaves its
+//! - `--processes` runs the loops under lesson 4's supervisor (`prefork_server`'s library), not
+//!   a second design: it keeps a copy of every listener, so a loop process that dies leaves its
 //!   queue open for its replacement instead of resetting the clients waiting in it.
-//! - The supervisor's only timer is alarm(2): SIGALRM is one more signal it takes in sigwait.
 //!
 //! ## Where it breaks
 //! The hash is blind to load: a loop stalled by a slow request (`--delay-ms`) or holding the
@@ -42,31 +43,18 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
 
 use clap::Parser;
-use nix::sys::prctl;
-use nix::sys::signal::{Signal, kill};
+use epoll_et_server::{event_loop, new_epoll}; // lesson 10: the loop
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrStorage};
 use nix::sys::socket::{bind, setsockopt, socket, sockopt};
-use nix::sys::wait::{WaitPidFlag, waitpid};
-use nix::unistd::{ForkResult, Pid, alarm, fork, getpid, getppid};
+use nonblocking_busy_server::Conns; // lesson 7: the connection and its table
+use prefork_server::Supervisor; // lesson 4: the supervisor of worker processes
 use server_common::cli::CommonArgs;
-use server_common::conn::Conns;
 use server_common::stats::{MAX_WORKERS, Stats};
-use server_common::{Context, SetupError, net, report, shutdown, warn_throttled};
-
-/// Lesson 10's whole `main.rs` as a module: its `watch` and `event_loop` are our loop, not a
-/// copy, and lesson 10 stays one file. Its `main`, `Args`, `run` go unused; its `NAME` is
-/// `env!("CARGO_PKG_NAME")`, expanded here, so its warnings say `multi_epoll_server`.
-#[allow(dead_code)]
-#[path = "../../epoll_et_server/src/main.rs"]
-mod lesson10;
+use server_common::{Context, SetupError, net, shutdown, warn_throttled};
 
 const NAME: &str = env!("CARGO_PKG_NAME");
-
-/// A loop process that dies sooner than this after its fork is replaced only this much later.
-const YOUNG: Duration = Duration::from_secs(1);
 
 // ─── args ───────────────────────────────────────────────────────────────────────────────────
 
@@ -134,7 +122,7 @@ fn listen(args: &CommonArgs, n: usize) -> Result<Vec<OwnedFd>, SetupError> {
 fn run(args: Args) -> Result<(), SetupError> {
     // MAP_SHARED (lesson 4): loop i counts into slot i, from a thread or a forked process alike.
     let stats = Stats::new_shared(Some(args.workers as usize));
-    let model = if args.processes { supervise } else { threads };
+    let model = if args.processes { processes } else { threads };
     model(&args.common, args.workers as usize, stats)
 }
 
@@ -142,13 +130,13 @@ fn run(args: Args) -> Result<(), SetupError> {
 fn threads(common: &CommonArgs, n: usize, stats: &'static Stats) -> Result<(), SetupError> {
     stop_on_signal(stats)?; // first, while this is the only thread (see lesson 6)
     for (i, listener) in listen(common, n)?.into_iter().enumerate() {
-        let epoll = lesson10::watch(&listener)?;
+        let epoll = new_epoll(&listener)?; // lesson 10
         let conns = Conns::new(NAME, common, stats).for_worker(i);
         // THE MODEL: lesson 10's loop, once per listener. A loop that panicked (a bug) drops its
         // listener as it unwinds: closed, it leaves the group, and new clients go to the others.
         std::thread::Builder::new()
             .name(format!("loop-{i}")) // what `top -H` shows
-            .spawn(move || lesson10::event_loop(&listener, &epoll, conns)) // both: loop i's now
+            .spawn(move || event_loop(&listener, &epoll, conns)) // lesson 10; both: loop i's now
             .context(format!("cannot spawn loop thread {i} of {n}"))?;
     }
     loop {
@@ -156,110 +144,29 @@ fn threads(common: &CommonArgs, n: usize, stats: &'static Stats) -> Result<(), S
     }
 }
 
-/// `--processes`: lesson 4's single-threaded supervisor, taking its signals with sigwait(2).
-struct Supervisor<'a> {
-    listeners: Vec<OwnedFd>, // loop i's listener, kept open here for its replacements
-    pids: Vec<Option<(Pid, Instant)>>, // loop i's process and when it was forked, until reaped
-    common: &'a CommonArgs,
-    stats: &'static Stats,
-    forks: usize, // successful ones: more than one per loop means replacements
-}
-
-fn supervise(common: &CommonArgs, n: usize, stats: &'static Stats) -> Result<(), SetupError> {
-    // No signal thread (unlike `threads`): every fork below is of a single-threaded process.
-    // SIGALRM is the supervisor's only timer (see `reap`).
-    let signals = shutdown::stop_signals() | Signal::SIGCHLD | Signal::SIGALRM;
-    signals.thread_block().context("cannot block signals")?;
-    shutdown::ignore_sigpipe().context("cannot ignore SIGPIPE")?;
-    let mut sup = Supervisor {
-        listeners: listen(common, n)?, // the supervisor's; each loop process inherits copies
-        pids: vec![None; n],
-        common,
-        stats,
-        forks: 0,
-    };
-    (0..n).for_each(|i| sup.start(i));
-    loop {
-        // (sigwait fails only for an invalid set; ours is constant)
-        match signals.wait().unwrap_or(Signal::SIGTERM) {
-            Signal::SIGCHLD => sup.reap(),
-            Signal::SIGALRM => sup.restart(),
-            sig => return sup.stop(sig.as_str()), // SIGINT or SIGTERM: exit 0
-        }
-    }
-}
-
-impl Supervisor<'_> {
-    /// Forks the process of loop `i`. If fork(2) fails (EAGAIN, ENOMEM), retries in a second.
-    fn start(&mut self, i: usize) {
-        let supervisor = getpid();
-        // SAFETY: the supervisor is single-threaded (see `supervise`), so the child is a
-        // consistent copy of the whole process; it runs `loop_process`, which never returns.
-        match unsafe { fork() } {
-            Ok(ForkResult::Child) => self.loop_process(i, supervisor),
-            Ok(ForkResult::Parent { child }) => {
-                self.pids[i] = Some((child, Instant::now()));
-                self.forks += 1;
-            }
-            Err(e) => {
-                warn_throttled!("{NAME}: cannot fork loop {i}: {e}; retrying in a second");
-                alarm::set(1);
-            }
-        }
-    }
-
-    /// waitpid(2) with WNOHANG until no dead loop is left (see lesson 4). Its listener stays
-    /// open here, so its clients queue up for its replacement, forked at once — unless it died
-    /// within a second of its fork, like a loop that crashes at start-up and would again: then
-    /// alarm(2) brings SIGALRM a second later, and a crash loop costs one fork a second.
-    fn reap(&mut self) {
-        while let Ok(status) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-            let dead = |p: &Option<(Pid, _)>| p.is_some_and(|(pid, _)| Some(pid) == status.pid());
-            let Some(i) = self.pids.iter().position(dead) else {
-                return; // StillAlive (no pid): no other loop has died (all our children are loops)
-            };
-            let forked = self.pids[i].take().map(|(_, t)| t);
-            if forked.is_some_and(|t| t.elapsed() < YOUNG) {
-                warn_throttled!("{NAME}: loop {i} ended young ({status:?}); replacing it in 1 s");
-                alarm::set(1); // (re)arms the one alarm: every loop still missing goes then
-            } else {
-                warn_throttled!("{NAME}: loop {i} ended ({status:?}); forking a replacement");
-                self.start(i);
-            }
-        }
-    }
-
-    /// SIGALRM: forks a process for every loop that has none.
-    fn restart(&mut self) {
-        for i in 0..self.pids.len() {
-            if self.pids[i].is_none() {
-                self.start(i);
-            }
-        }
-    }
-
-    /// The life of loop process `i`: lesson 10's loop on its own listener, until a signal.
-    fn loop_process(&mut self, i: usize, supervisor: Pid) -> ! {
-        // As lesson 4's workers: default SIGINT/SIGTERM, and SIGTERM when the supervisor dies.
-        if shutdown::default_signals_in_child().is_err()
-            || prctl::set_pdeathsig(Signal::SIGTERM).is_err()
-            || getppid() != supervisor
-        {
-            exit_child();
-        }
-        // Keep our listener, close our copies of the other loops' (in this process only): each
-        // loop process owns just its own, and a listener closes once its loop and the
-        // supervisor have closed it (see the README, "When a loop dies").
-        let listener = self.listeners.swap_remove(i); // owned by this process now
-        self.listeners.clear();
+/// `--processes`: N loops, one process each (a descriptor table each), under lesson 4's
+/// supervisor: it forks them, replaces one that dies (at most once a second per loop, so a
+/// crash loop does not spin), and on SIGINT/SIGTERM stops and reaps them and prints the summary.
+fn processes(common: &CommonArgs, n: usize, stats: &'static Stats) -> Result<(), SetupError> {
+    // First, while this is the only thread: SIGCHLD, SIGINT, SIGTERM blocked for its sigwait.
+    // No signal thread here (unlike `threads`): every fork is of a single-threaded process.
+    let supervisor = Supervisor::new(NAME)?; // (lesson 4)
+    // The supervisor's listeners: kept open here, so a replacement inherits its loop's queue.
+    let mut listeners = listen(common, n)?;
+    supervisor.supervise(n, stats, "loops respawned", |i| {
+        // In loop process i only (this closure runs after fork): keep our listener and close
+        // our copies of the other loops', so each loop process owns just its own; a listener
+        // closes once its loop and the supervisor have both closed it.
+        let listener = listeners.swap_remove(i); // owned by this process now
+        listeners.clear();
         // A fresh epoll, not one inherited: its EPOLL_CTL_ADD reports connections already queued.
-        let Ok(epoll) = lesson10::watch(&listener).inspect_err(|e| warn_throttled!("{NAME}: {e}"))
-        else {
-            exit_child(); // a young death: the supervisor tries again in a second
+        let Ok(epoll) = new_epoll(&listener).inspect_err(|e| warn_throttled!("{NAME}: {e}")) else {
+            exit_child(); // the supervisor replaces it, a second later at the soonest
         };
-        let conns = Conns::new(NAME, self.common, self.stats).for_worker(i);
-        lesson10::event_loop(&listener, &epoll, conns) // a panic unwinds to main: exit 101
-    }
+        let conns = Conns::new(NAME, common, stats).for_worker(i);
+        event_loop(&listener, &epoll, conns) // lesson 10's; a panic unwinds to main: exit 101
+    });
+    Ok(()) // the summary is out: exit 0
 }
 
 /// _exit(2): ends a loop process at once, with nothing to flush and no supervisor code run.
@@ -270,7 +177,7 @@ fn exit_child() -> ! {
 
 // ─── per-connection work ────────────────────────────────────────────────────────────────────
 
-// Lesson 10's `handle_conn` and `Conns::on_ready` (server_common/src/conn.rs), unchanged; only
+// Lesson 10's `handle_conn` (its lib.rs) around lesson 7's `Conns::on_ready`, unchanged; only
 // the table's worker slot differs (`Conns::for_worker(i)`): requests and accepts count per loop.
 
 // ─── shutdown & report ──────────────────────────────────────────────────────────────────────
@@ -280,20 +187,6 @@ fn stop_on_signal(stats: &'static Stats) -> Result<(), SetupError> {
     shutdown::exit_on_signal(NAME, stats, Vec::new)
 }
 
-impl Supervisor<'_> {
-    /// Processes: stop every loop, reap it (so RUSAGE_CHILDREN has its CPU time), report. SIGKILL,
-    /// not a forwarded SIGTERM: a loop has nothing to save (its counts are in the shared page),
-    /// and SIGKILL ends even a stopped process, so each blocking wait is bounded without a timer.
-    fn stop(&mut self, cause: &str) -> Result<(), SetupError> {
-        for (pid, _) in self.pids.iter_mut().filter_map(Option::take) {
-            let _ = kill(pid, Signal::SIGKILL); // not reaped yet, so still ours: no stranger
-            let _ = waitpid(pid, None); // our signals are blocked: no EINTR
-        }
-        let respawned = self.forks.saturating_sub(self.pids.len());
-        let extra = [("loops respawned".to_string(), respawned.to_string())];
-        // Nobody to tell if stdout is gone: carry on all the same, as the signal thread does.
-        let mut out = std::io::stdout().lock();
-        let _ = report::write_summary(&mut out, NAME, self.stats, cause, &extra);
-        Ok(())
-    }
-}
+// Processes: lesson 4's `Supervisor::stop` (prefork_server/src/lib.rs) forwards the signal to
+// every loop, reaps them all so RUSAGE_CHILDREN holds their CPU time, and prints the summary
+// with `loops respawned`.

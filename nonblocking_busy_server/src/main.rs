@@ -13,20 +13,22 @@
 //!     for every conn:
 //!       send(what it owes) → EAGAIN if the client's window is full
 //!       recv(conn)         → EAGAIN if the client sent nothing   ◄── almost always
-//!     sched_yield()      → let the rest of the machine run
+//!     sched_yield()      → other tasks on this CPU go first
 //!   }
 //! ```
 //!
 //! ## What to notice
 //! - `O_NONBLOCK`, set with fcntl(2) on the listener, and with accept4's `SOCK_NONBLOCK` on each
-//!   connection: on Linux an accepted socket does **not** inherit it from the listener (one of
-//!   the two bugs behind LearnServer's 198 req/s — see the README).
-//! - `EAGAIN` is not an error: it is "nothing now". The connection code (`server_common::conn`,
-//!   read it next: lessons 8–10 share it) treats it so, and handles partial writes, a bounded
-//!   output per connection and the lingering close without ever blocking.
+//!   connection: on Linux an accepted socket does **not** inherit it from the listener
+//!   (accept(2)). Forget it, and one recv on a client with nothing to say blocks the whole
+//!   server: a "non-blocking" server that serves its clients one silence at a time.
+//! - `EAGAIN` is not an error: it is "nothing now". This lesson's second file, `conn.rs` (the
+//!   connection; read it next), treats it so, and handles partial writes, a bounded output per
+//!   connection and the lingering close without ever blocking. Lessons 8–10 reuse it and the
+//!   table of connections in `lib.rs`; only the loop below changes.
 //! - The loop never sleeps: `top` shows a core at ~100% with no client connected.
-//!   `sched_yield(2)` after each turn keeps that core available to others (the test runner,
-//!   wrk) without making the spin any cheaper.
+//!   `sched_yield(2)` after each turn lets other tasks on this CPU run first (step 4 says how)
+//!   without making the spin any cheaper.
 //! - The idle timeout needs no timer: every turn checks the clock.
 //!
 //! ## Where it breaks
@@ -43,19 +45,19 @@
 //! ```
 //!
 //! ## Compare with
-//! LearnServer's `nonblocking_server.py` (and its two bugs); the Python series' non-blocking
-//! echo server; lesson 8, `select_server`, which keeps this file's connection code and adds
-//! the readiness call.
+//! Eli Bendersky's `nonblocking-listener.c`, one non-blocking socket retried after each EAGAIN
+//! (<https://github.com/eliben/code-for-blog/tree/HEAD/2017/async-socket-server>); lesson 8,
+//! `select_server`, which keeps this lesson's connection code and adds the readiness call.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sched::sched_yield;
+use nonblocking_busy_server::{Conns, Ready, Want}; // this lesson's lib.rs and conn.rs
 use server_common::cli::CommonArgs;
-use server_common::conn::{Conns, Ready, Want};
 use server_common::net::{self, Blocking};
 use server_common::stats::Stats;
 use server_common::{Context, SetupError, shutdown};
@@ -100,7 +102,7 @@ fn run(args: Args) -> Result<(), SetupError> {
     stop_on_signal(stats)?;
     let listener = listen(&args.common)?;
     net::announce(NAME, &listener)?; // "listening on IP:PORT (nonblocking_busy_server, pid N)"
-    // Every connection, indexed by descriptor (server_common/src/conn.rs).
+    // Every connection, indexed by descriptor (lib.rs; each one a `ConnState`, conn.rs).
     let mut conns = Conns::new(NAME, &args.common, stats);
 
     loop {
@@ -108,7 +110,7 @@ fn run(args: Args) -> Result<(), SetupError> {
         let now = Instant::now();
 
         // 1. Accept — whether or not anyone is queued: EAGAIN says nobody is. `accept`
-        //    (conn.rs) calls accept4(2) with SOCK_NONBLOCK | SOCK_CLOEXEC, retries the errors
+        //    (lib.rs) calls accept4(2) with SOCK_NONBLOCK | SOCK_CLOEXEC, retries the errors
         //    that concern one client, and pauses for 100 ms when out of descriptors.
         if conns.accepting(now) {
             while let Some(conn) = conns.accept(&listener, now) {
@@ -128,19 +130,25 @@ fn run(args: Args) -> Result<(), SetupError> {
         // 3. Idle timeouts and lingering closes that are due: dropped, so closed (close(2)).
         drop(conns.sweep(now));
 
-        // 4. sched_yield(2): go to the back of the run queue. With nothing else runnable on
-        //    this core it returns at once — the spin goes on, `top` still says 100% — but a
-        //    waiting process (wrk, the test runner, your shell) gets the core first. It cannot
-        //    fail on Linux.
+        // 4. sched_yield(2). Under the default policy, SCHED_OTHER, there is no "back of the
+        //    run queue" to go to (that is SCHED_FIFO/RR). The fair scheduler (EEVDF on this
+        //    kernel) runs the eligible task with the earliest virtual deadline, and its
+        //    `yield_task_fair` (kernel/sched/fair.c) makes us forfeit the rest of our slice,
+        //    unless we already ran ahead of our fair share: our virtual runtime jumps to our
+        //    virtual deadline, which moves a slice on. So any other runnable task on this CPU
+        //    (wrk, the test runner, your shell) goes first.
+        //    Alone on this CPU's run queue, it returns at once: the spin goes on, and `top`
+        //    still says 100%. It cannot fail on Linux.
         let _ = sched_yield();
     }
 }
 
 // ─── per-connection work ────────────────────────────────────────────────────────────────────
 
-/// Tries to write and read one connection (conn.rs); closes it when it is finished. What it
+/// Tries to write and read one connection (conn.rs: `ConnState::on_ready`); closes it when it
+/// is finished. What it
 /// *wants* does not matter here: without a readiness call, everything is tried every turn.
-fn handle_conn(conns: &mut Conns, fd: i32, now: Instant) {
+fn handle_conn(conns: &mut Conns, fd: RawFd, now: Instant) {
     if conns.on_ready(fd, Ready::ALL, now) == Want::Close {
         drop(conns.remove(fd)); // close(2): its ConnState owned it
     }

@@ -15,7 +15,7 @@
 //!   revents: [    -     |   -   |  IN   |    -      | … |    -      ]
 //!                 │  the scan: visit ALL entries to find the few with revents
 //!                 ▼
-//!   c2: Conns::on_ready (conn.rs) → Want → set_events (IN, IN|OUT, OUT) or remove
+//!   c2: Conns::on_ready (lesson 7) → Want → set_events (IN, IN|OUT, OUT) or remove
 //! ```
 //!
 //! ## What to notice
@@ -26,14 +26,14 @@
 //!   not ask for what it does not want — write interest only while output is owed, and no read
 //!   interest while backpressure pauses reading — or poll returns at once, for ever.
 //! - Out of descriptors, the listener's entry asks for nothing until the pause ends, or it
-//!   would stay readable and spin the loop (see `Conns::accept` in conn.rs).
+//!   would stay readable and spin the loop (see `Conns::accept`, lesson 7's `lib.rs`).
 //! - The idle timeout and lingering closes come from poll's timeout (`conns.timeout`).
 //!
 //! ## Where it breaks
 //! With 15,000 idle connections beside 100 busy ones, every turn still copies and checks 15,100
-//! entries: throughput falls as idle connections grow (the README measures it).
-//! Lesson 10 (`epoll_et_server`) asks the kernel to remember the interest and report only
-//! what changed.
+//! entries: each turn costs more as idle connections grow, however little they do (see the
+//! README's numbers). Lesson 10 (`epoll_et_server`) asks the kernel to remember the interest
+//! and report only what changed.
 //!
 //! ## Try it
 //! ```text
@@ -43,7 +43,8 @@
 //! ```
 //!
 //! ## Compare with
-//! Eli Bendersky's servers (the select and epoll ones; poll sits between them); libevent's
+//! Eli Bendersky's servers (the select and epoll ones; poll sits between them:
+//! <https://github.com/eliben/code-for-blog/tree/HEAD/2017/async-socket-server>); libevent's
 //! `poll.c`; lesson 8, `select_server`, and lesson 10, `epoll_et_server`, line by line.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -53,8 +54,8 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, poll};
+use nonblocking_busy_server::{Conns, Ready, Want, millis}; // lesson 7: the connection and its table
 use server_common::cli::CommonArgs;
-use server_common::conn::{self, Conns, Ready, Want};
 use server_common::net::{self, Blocking};
 use server_common::stats::Stats;
 use server_common::{SetupError, shutdown, warn_throttled};
@@ -91,7 +92,7 @@ fn run(args: Args) -> Result<(), SetupError> {
     stop_on_signal(stats)?;
     let listener = listen(&args.common)?;
     net::announce(NAME, &listener)?; // "listening on IP:PORT (poll_server, pid N)"
-    let mut conns = Conns::new(NAME, &args.common, stats);
+    let mut conns = Conns::new(NAME, &args.common, stats); // lesson 7's table
     // pollfds[0] is the listener; pollfds[1..] are the connections, in no particular order.
     let mut pollfds = vec![PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
 
@@ -107,8 +108,8 @@ fn run(args: Args) -> Result<(), SetupError> {
         pollfds[0].set_events(accept);
 
         // poll(2): copies the array in, checks every socket, sleeps until one is ready or the
-        // next deadline, writes `revents` back.
-        match poll(&mut pollfds, conn::millis(conns.timeout(now))) {
+        // next deadline (in whole milliseconds, rounded up: lesson 7), writes `revents` back.
+        match poll(&mut pollfds, millis(conns.timeout(now))) {
             Ok(_) => {}
             Err(Errno::EINTR) => continue, // a signal (ours are blocked; a debugger's are not)
             Err(e) => {
@@ -130,8 +131,8 @@ fn run(args: Args) -> Result<(), SetupError> {
                 i += 1;
                 continue;
             }
-            let (fd, seen) = (pollfds[i].as_fd().as_raw_fd(), seen(revents));
-            match handle_conn(&mut conns, fd, seen, now) {
+            let (fd, ready) = (pollfds[i].as_fd().as_raw_fd(), ready_from(revents));
+            match handle_conn(&mut conns, fd, ready, now) {
                 Some(events) => {
                     pollfds[i].set_events(events);
                     i += 1;
@@ -148,7 +149,7 @@ fn run(args: Args) -> Result<(), SetupError> {
             // cost one poll round trip per client of a burst.
             while let Some(conn) = conns.accept(&listener, now) {
                 let fd = conns.insert(conn, now); // conn: owned by `conns` now
-                pollfds.push(watch(fd, Want::Read));
+                pollfds.push(pollfd(fd, Want::Read));
             }
         }
 
@@ -165,20 +166,20 @@ fn run(args: Args) -> Result<(), SetupError> {
     }
 }
 
-/// A pollfd entry for connection `fd`.
-fn watch(fd: RawFd, want: Want) -> PollFd<'static> {
+/// A pollfd entry for connection `fd`, asking for what it wants.
+fn pollfd(fd: RawFd, want: Want) -> PollFd<'static> {
     // SAFETY: nix's PollFd borrows the descriptor so that it cannot close while polled. Our
     // entries outlive any one borrow (they stay in `pollfds` across turns while `conns` owns the
     // sockets), so we vouch instead: an entry is removed before its connection is dropped
     // (swap_remove above, retain after the sweep), so `fd` is open for as long as it exists.
     let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-    PollFd::new(fd, events(want))
+    PollFd::new(fd, interest(want))
 }
 
 /// What `revents` say about the socket. POLLHUP, POLLERR: the client is gone or the socket
 /// erred — read and write to find out which (recv/send return the error); POLLNVAL would be our
 /// bug (a closed descriptor), and ends the connection the same way.
-fn seen(revents: PollFlags) -> Ready {
+fn ready_from(revents: PollFlags) -> Ready {
     let error = PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL;
     Ready {
         read: revents.intersects(PollFlags::POLLIN | error),
@@ -188,7 +189,7 @@ fn seen(revents: PollFlags) -> Ready {
 }
 
 /// What to ask poll for, given what the connection wants.
-fn events(want: Want) -> PollFlags {
+fn interest(want: Want) -> PollFlags {
     let mut flags = PollFlags::empty();
     flags.set(PollFlags::POLLIN, want.read());
     flags.set(PollFlags::POLLOUT, want.write());
@@ -197,12 +198,12 @@ fn events(want: Want) -> PollFlags {
 
 // ─── per-connection work ────────────────────────────────────────────────────────────────────
 
-/// Runs the connection's handler (conn.rs: write what is owed, read within the budget) and
+/// Runs the connection's handler (lesson 7: write what is owed, read within the budget) and
 /// returns the events its entry should ask for next — `None` when it is finished.
-fn handle_conn(conns: &mut Conns, fd: RawFd, seen: Ready, now: Instant) -> Option<PollFlags> {
-    match conns.on_ready(fd, seen, now) {
+fn handle_conn(conns: &mut Conns, fd: RawFd, ready: Ready, now: Instant) -> Option<PollFlags> {
+    match conns.on_ready(fd, ready, now) {
         Want::Close => None,
-        want => Some(events(want)),
+        want => Some(interest(want)),
     }
 }
 

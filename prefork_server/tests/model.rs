@@ -123,8 +123,9 @@ fn a_worker_that_keeps_dying_is_replaced_at_most_once_a_second() {
 fn blocking_accept_spreads_connections_over_every_idle_worker() {
     // Forty clients one after another, each arriving when all four workers are asleep in
     // accept. Linux wakes one waiter per connection, the one that has waited longest, so they
-    // take turns: ten each. A LIFO wake-up (as epoll's exclusive wake-ups are) would hand all
-    // forty to the worker that served the previous one. (Without the wait, a busy machine blurs
+    // take turns: ten each. Waiting in epoll would not spread them: with EPOLLEXCLUSIVE the
+    // first-registered idle epoll instance always wins, and threads sharing one epoll instance
+    // are woken LIFO — either way one worker would take all forty. (Without the wait, a busy machine blurs
     // the turns: a worker that comes back to accept while a connection is queued takes it
     // without sleeping, ahead of the waiter already woken for it.)
     let s = start("4");

@@ -15,7 +15,7 @@
 //!                readfds  = { c2 }      writefds = { c3 }
 //!                      │ test every connection's bit
 //!                      ▼
-//!   c2, c3: Conns::on_ready (conn.rs) → Want → the bits of the next turn
+//!   c2, c3: Conns::on_ready (lesson 7) → Want → the bits of the next turn
 //!
 //!   accept4 → descriptor 1024?  → cannot be a bit: close it at once, count it
 //! ```
@@ -31,10 +31,9 @@
 //!   second — and the first thousand clients go on being served.
 //!
 //! ## Where it breaks
-//! At 1,024 descriptors: the Python echo series' select server "failed at 10k" — here it
-//! refuses about 9,000 of 10,000 clients, on purpose and without falling over (the README
-//! measures it). And each turn costs O(highest descriptor) in the kernel and in our scan.
-//! Lesson 9 (`poll_server`) drops the bitmap for an array.
+//! At 1,024 descriptors: no select server holds 10,000 clients. This one refuses about 9,000
+//! of 10,000, on purpose and without falling over. And each turn costs O(highest descriptor) in
+//! the kernel and in our scan. Lesson 9 (`poll_server`) drops the bitmap for an array.
 //!
 //! ## Try it
 //! ```text
@@ -44,7 +43,9 @@
 //! ```
 //!
 //! ## Compare with
-//! Eli Bendersky's `select-server.c`; the Python series' select echo server; lesson 9,
+//! Eli Bendersky's `select-server.c`
+//! (<https://github.com/eliben/code-for-blog/tree/HEAD/2017/async-socket-server>); lesson 7
+//! (`nonblocking_busy_server`), whose connection code this loop drives; lesson 9,
 //! `poll_server`, line by line.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -56,8 +57,8 @@ use clap::Parser;
 use nix::errno::Errno;
 use nix::sys::select::{FD_SETSIZE, FdSet, select};
 use nix::sys::time::TimeVal;
+use nonblocking_busy_server::{Conns, Ready, Want}; // lesson 7: the connection and its table
 use server_common::cli::CommonArgs;
-use server_common::conn::{Conns, Ready, Want};
 use server_common::net::{self, Blocking};
 use server_common::stats::Stats;
 use server_common::{SetupError, shutdown, warn_throttled};
@@ -98,8 +99,8 @@ fn run(args: Args) -> Result<(), SetupError> {
     stop_on_signal(stats)?;
     let listener = listen(&args.common)?;
     net::announce(NAME, &listener)?; // "listening on IP:PORT (select_server, pid N)"
-    let mut conns = Conns::new(NAME, &args.common, stats);
-    let mut ready: Vec<(RawFd, Ready)> = Vec::new(); // this turn's answer, reused
+    let mut conns = Conns::new(NAME, &args.common, stats); // lesson 7's table
+    let mut ready_fds: Vec<(RawFd, Ready)> = Vec::new(); // this turn's answer, reused
 
     loop {
         // Rebuild both sets from what each connection wants. Every descriptor in `conns` is
@@ -137,7 +138,7 @@ fn run(args: Args) -> Result<(), SetupError> {
 
         // The answer is the sets themselves: test each connection's bits. Collected first,
         // because the sets borrow the sockets that handling may close.
-        ready.clear();
+        ready_fds.clear();
         for (fd, conn) in conns.iter() {
             let (r, w) = (
                 readfds.contains(conn.as_fd()),
@@ -145,7 +146,7 @@ fn run(args: Args) -> Result<(), SetupError> {
             );
             if r || w {
                 // select has no "hang-up" bit: a closed peer just reads as readable (EOF).
-                ready.push((
+                ready_fds.push((
                     fd,
                     Ready {
                         read: r,
@@ -157,8 +158,8 @@ fn run(args: Args) -> Result<(), SetupError> {
         }
         let listener_ready = readfds.contains(listener.as_fd());
 
-        for &(fd, seen) in &ready {
-            handle_conn(&mut conns, fd, seen, now);
+        for &(fd, ready) in &ready_fds {
+            handle_conn(&mut conns, fd, ready, now);
         }
         if listener_ready {
             while let Some(conn) = conns.accept(&listener, now) {
@@ -192,10 +193,10 @@ fn timeval(d: Duration) -> TimeVal {
 
 // ─── per-connection work ────────────────────────────────────────────────────────────────────
 
-/// Runs the connection's handler (conn.rs: write what is owed, read within the budget); its
+/// Runs the connection's handler (lesson 7: write what is owed, read within the budget); its
 /// wants become next turn's bits. A finished connection is closed here.
-fn handle_conn(conns: &mut Conns, fd: RawFd, seen: Ready, now: Instant) {
-    if conns.on_ready(fd, seen, now) == Want::Close {
+fn handle_conn(conns: &mut Conns, fd: RawFd, ready: Ready, now: Instant) {
+    if conns.on_ready(fd, ready, now) == Want::Close {
         drop(conns.remove(fd)); // close(2): its ConnState owned it
     }
 }

@@ -1,4 +1,5 @@
-//! Prints what one `--work` unit costs on this machine (the figure docs/contract.md refers to).
+//! Prints what one `--work` unit costs on this machine (the ladder benchmark measures the same at
+//! the start of every run and states it on its CPU-work sweep page).
 //! `cargo run --release -p server_common --example work_cost`
 
 use std::time::Instant;

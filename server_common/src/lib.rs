@@ -3,23 +3,21 @@
 //! The lessons differ only in their concurrency model; everything else is here, written once:
 //!
 //! - [`cli`]: the flags of `docs/contract.md` §1, flattened into each lesson's clap `Args`;
-//! - [`net`]: listener setup (lesson 1 spells it out), timeouts, the lingering close;
+//! - [`net`]: listener setup (lesson 1 spells it out), the accept errors to retry, the
+//!   lingering close's time limit;
 //! - [`proto`] and its HTTP half: the **sans-IO** protocol session — bytes in, bytes out, a
 //!   keep/close verdict — shared by every model;
-//! - [`blocking`]: the recv → session → send loop of the blocking models (lessons 1–6);
-//! - [`conn`]: the non-blocking connection state machine and connection table of the event
-//!   loops (lessons 7–10), answering *want read / want write*;
 //! - [`work`]: `--work` and `--delay-ms`, the simulated cost of a request;
 //! - [`stats`], [`report`], [`shutdown`]: the counters, the summary, and how SIGINT/SIGTERM
 //!   print it;
 //! - [`error`], [`log`]: one-line setup errors and throttled diagnostics.
 //!
-//! The rule for what goes here (`STYLE.md`): if deleting a call would change *which model a
-//! lesson is*, it stays in the lesson.
+//! The rule for what goes here: if deleting a call would change *which model a lesson is*, it
+//! stays in the lesson. No recv/send loop lives here: lesson 1 (`simple_server`) spells out the
+//! blocking connection that lessons 2–6 reuse, lesson 7 (`nonblocking_busy_server`) the
+//! non-blocking one that lessons 8–11 reuse.
 
-pub mod blocking;
 pub mod cli;
-pub mod conn;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;

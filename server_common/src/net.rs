@@ -4,15 +4,13 @@
 use std::io::Write;
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::socket::{
-    AddressFamily, Backlog, MsgFlags, Shutdown, SockFlag, SockType, SockaddrStorage, bind,
-    getsockname, listen, recv, setsockopt, shutdown, socket, sockopt,
+    AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage, bind, getsockname, listen,
+    setsockopt, socket, sockopt,
 };
-use nix::sys::time::TimeVal;
 
 use crate::error::{Context, SetupError};
 
@@ -103,62 +101,6 @@ pub fn announce(crate_name: &str, listener: &impl AsFd) -> Result<SocketAddr, Se
     Ok(addr)
 }
 
-/// Sets O_NONBLOCK on a descriptor with fcntl(2) (for sockets that were not created with
-/// `SOCK_NONBLOCK`).
-pub fn set_nonblocking(fd: &impl AsFd) -> nix::Result<()> {
-    let flags = OFlag::from_bits_truncate(fcntl(fd.as_fd(), FcntlArg::F_GETFL)?);
-    fcntl(fd.as_fd(), FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).map(drop)
-}
-
-/// SO_RCVTIMEO and SO_SNDTIMEO: a blocking recv(2)/send(2) that waits longer than `timeout`
-/// fails with EAGAIN. This is how the blocking models honour `--idle-timeout` (lesson 1 spells
-/// it out). `None` leaves the socket without a timeout.
-pub fn set_io_timeouts(fd: &impl AsFd, timeout: Option<Duration>) -> nix::Result<()> {
-    if let Some(t) = timeout {
-        let tv = TimeVal::new(t.as_secs() as _, t.subsec_micros() as _);
-        setsockopt(fd, sockopt::ReceiveTimeout, &tv)?;
-        setsockopt(fd, sockopt::SendTimeout, &tv)?;
-    }
-    Ok(())
-}
-
-/// Prepares an accepted connection of a blocking model: the idle timeout (SO_RCVTIMEO and
-/// SO_SNDTIMEO, see [`set_io_timeouts`]) and TCP_NODELAY, so each response leaves at once instead
-/// of waiting behind Nagle's algorithm for the ACK of the previous one. Lesson 1 spells both out.
-pub fn prepare_conn(conn: &impl AsFd, idle: Option<Duration>) -> nix::Result<()> {
-    set_io_timeouts(conn, idle)?;
-    setsockopt(conn, sockopt::TcpNoDelay, &true)
-}
-
-/// How long a lingering close waits for the client to close its side (`docs/contract.md` §5).
+/// How long a lingering close waits for the client to close its side (`docs/contract.md` §5):
+/// lesson 1's blocking `linger_close` and lesson 7's lingering state both use it.
 pub const LINGER: Duration = Duration::from_secs(2);
-
-/// A lingering close for a *blocking* socket: shutdown(2) our sending side (the client sees
-/// our last response, then EOF), then read and discard until the client closes, at most
-/// [`LINGER`], and only then close(2).
-///
-/// Why: close(2) on a socket whose receive buffer still holds unread bytes makes Linux send an
-/// RST instead of a FIN, and an RST can make the client's kernel discard our response before the
-/// client has read it. nginx calls this `lingering_close`. Event loops do the same dance with
-/// readiness instead of a blocking timeout.
-pub fn linger_close(conn: OwnedFd) {
-    // Errors below only mean the peer is already gone, which is what we are waiting for.
-    if shutdown(conn.as_raw_fd(), Shutdown::Write).is_err() {
-        return;
-    }
-    let deadline = Instant::now() + LINGER;
-    let mut sink = [0u8; 4096];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero()
-            || set_io_timeouts(&conn, Some(left.max(Duration::from_millis(1)))).is_err()
-        {
-            return;
-        }
-        match recv(conn.as_raw_fd(), &mut sink, MsgFlags::empty()) {
-            Ok(0) => return,                // the client closed: now close quietly
-            Ok(_) | Err(Errno::EINTR) => {} // discard, keep waiting
-            Err(_) => return,               // timeout (EAGAIN) or reset: give up
-        }
-    } // `conn` is dropped here: close(2)
-}

@@ -59,7 +59,7 @@ pub enum Flow {
     Continue,
     /// Write `out`, then close the connection. With `linger`, the client may still be sending
     /// bytes nobody will read: half-close and drain before closing, or the close becomes an RST
-    /// that can destroy the response (`net::linger_close`, `docs/contract.md` §5).
+    /// that can destroy the response (lesson 1's `linger_close`, `docs/contract.md` §5).
     Close { linger: bool },
 }
 

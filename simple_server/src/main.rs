@@ -3,7 +3,8 @@
 //! One thread, one loop: accept a connection, serve it until it ends, accept the next. There is
 //! no concurrency at all — while one client is being served, every other client waits in the
 //! kernel's accept queue. It is the baseline every later rung is measured against, and the one
-//! place where every syscall of a TCP server is spelled out.
+//! place where every syscall of a TCP server is spelled out: the accept side in this file, the
+//! per-connection side (recv, send, shutdown, close) in `src/lib.rs`.
 //!
 //! ```text
 //!            kernel                                   this process (one thread)
@@ -22,15 +23,18 @@
 //!   "listen" and "the model").
 //! - `listen`'s backlog is a queue the *kernel* fills: clients complete their handshake and
 //!   wait there although nobody is serving them yet.
-//! - Every way `accept` can fail is handled on purpose; none of them stops the server.
-//! - The per-connection loop (`server_common::blocking::serve`, read it next) loops on partial
-//!   writes and treats a reset client as that client's problem.
+//! - Every way `accept` can fail is handled on purpose; none of them stops the server
+//!   (`after_accept_error` in `src/lib.rs`).
+//! - The per-connection loop, `handle_conn` in `src/lib.rs` (read it next: it is the second half
+//!   of this lesson, and lessons 2–6 call it): recv → session → send, looping on partial writes,
+//!   treating a reset or silent client as that client's problem only.
 //!
 //! ## Where it breaks
 //! A keep-alive client is served until *it* decides to leave: `wrk -c10` with keep-alive gets
-//! one connection served and nine starving. With `Connection: close` they take turns, which is
-//! all LearnServer's benchmark ever measured. One slow client (`--delay-ms`) stalls everyone.
-//! Lesson 2 (`cgi_process_server`) serves each connection in its own process.
+//! one connection served and nine starving. With `Connection: close` they take turns — which is
+//! all a benchmark that closes after every request ever sees of this model. One slow client
+//! (`--delay-ms`) stalls everyone. Lesson 2 (`cgi_process_server`) serves each connection in its
+//! own process.
 //!
 //! ## Try it
 //! ```text
@@ -40,23 +44,22 @@
 //! ```
 //!
 //! ## Compare with
-//! UNP's `serv00.c`; LearnServer's `simple_server.py`; lesson 2, `cgi_process_server`.
+//! UNP's `serv00.c` (W. R. Stevens, *Unix Network Programming*, vol. 1, 3rd ed., whose server
+//! chapter has one file per model; source at <http://www.unpbook.com/src.html>); lesson 2,
+//! `cgi_process_server`.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use nix::errno::Errno;
 use nix::sys::socket::{
     AddressFamily, SockFlag, SockType, SockaddrStorage, accept4, bind, setsockopt, socket, sockopt,
 };
-use nix::sys::time::TimeVal;
-use server_common::blocking;
 use server_common::cli::CommonArgs;
 use server_common::proto::{Config, Session};
 use server_common::stats::{Counters, Stats};
-use server_common::{Context, SetupError, net, shutdown, warn_throttled};
+use server_common::{Context, SetupError, net, shutdown};
 
 const NAME: &str = env!("CARGO_PKG_NAME");
 
@@ -121,37 +124,14 @@ fn run(args: Args) -> Result<(), SetupError> {
 
     loop {
         // accept4(2): take the oldest completed connection off the queue, or sleep until there
-        // is one. SOCK_CLOEXEC as for the listener. Each error below is a *client's* or a
-        // *moment's* problem, never a reason to stop serving.
+        // is one. SOCK_CLOEXEC as for the listener.
         let fd = match accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
             Ok(fd) => fd,
-            // A signal handler interrupted the wait. (Ours are blocked; a debugger's are not.)
-            Err(Errno::EINTR) => continue,
-            // The client reset its connection while it sat in the queue: nothing to serve.
-            Err(Errno::ECONNABORTED) => continue,
-            // accept(2), "Error handling": Linux reports a queued connection's network errors
-            // here; the man page says to treat them like EAGAIN and accept again.
-            Err(
-                Errno::ENETDOWN
-                | Errno::EPROTO
-                | Errno::ENOPROTOOPT
-                | Errno::EHOSTDOWN
-                | Errno::ENONET
-                | Errno::EHOSTUNREACH
-                | Errno::EOPNOTSUPP
-                | Errno::ENETUNREACH,
-            ) => continue,
-            // Out of descriptors (EMFILE: ours, ENFILE: the system's) or of kernel memory.
-            // Retrying at once would spin at 100% CPU on the same error, so back off. The client
-            // stays queued and is served as soon as a descriptor frees up.
-            Err(e @ (Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM)) => {
-                warn_throttled!("{NAME}: accept: {e}; backing off");
-                std::thread::sleep(Duration::from_millis(50));
-                continue;
-            }
+            // Each way accept can fail is a *client's* or a *moment's* problem, never a reason to
+            // stop serving: `after_accept_error` (src/lib.rs) matches every case — retry at
+            // once, or back off when out of descriptors — and lessons 2–6 call it too.
             Err(e) => {
-                warn_throttled!("{NAME}: accept: {e}");
-                std::thread::sleep(Duration::from_millis(10));
+                simple_server::after_accept_error(NAME, e);
                 continue;
             }
         };
@@ -172,30 +152,14 @@ fn run(args: Args) -> Result<(), SetupError> {
 /// Serves one connection to its end: the client closes, asks to close, errs, or goes silent
 /// for `--idle-timeout`. Every failure ends this connection only.
 fn handle_conn(conn: OwnedFd, config: Config, idle: Option<Duration>, counters: &'static Counters) {
-    // setsockopt(2) SO_RCVTIMEO/SO_SNDTIMEO: a recv or send that waits longer than the idle
-    // timeout fails with EAGAIN. Without them a silent client would hold this server — its one
-    // and only thread — forever. Later lessons call `net::set_io_timeouts` (these lines).
-    if let Some(t) = idle {
-        let tv = TimeVal::new(t.as_secs() as _, 0);
-        let set = setsockopt(&conn, sockopt::ReceiveTimeout, &tv)
-            .and_then(|()| setsockopt(&conn, sockopt::SendTimeout, &tv));
-        if let Err(e) = set {
-            warn_throttled!("{NAME}: setsockopt on a new connection: {e}");
-            return; // conn dropped: close(2)
-        }
-    }
-    // TCP_NODELAY: send each response at once. With Nagle's algorithm on, a small write that
-    // follows an unacknowledged one waits for the client's (possibly delayed) ACK.
-    if let Err(e) = setsockopt(&conn, sockopt::TcpNoDelay, &true) {
-        warn_throttled!("{NAME}: TCP_NODELAY: {e}");
-    }
-
-    // recv(2) → session → send(2) until the end, then close(2): the loop every blocking lesson
-    // shares (server_common/src/blocking.rs). It retries EINTR, sends partial writes until
-    // done, turns SO_RCVTIMEO's EAGAIN into an idle close, and treats ECONNRESET/EPIPE as the
-    // client's departure. The session (sans-IO, server_common/src/proto.rs) decides what to
-    // answer and when to close.
-    let _end = blocking::serve(conn, Session::new(config, counters)); // conn: moved, closed inside
+    // A fresh protocol session per connection: sans-IO (server_common::proto), it decides what
+    // to answer and when to close, and counts requests into `counters`.
+    let session = Session::new(config, counters);
+    // The blocking loop, in src/lib.rs — read it next: SO_RCVTIMEO/SO_SNDTIMEO for the idle
+    // timeout, then recv(2) → session → send(2) everything owed (partial writes too), EINTR
+    // retried, EOF, ECONNRESET/EPIPE as the client's departure, and a lingering close when the
+    // client may still be sending. Lessons 2–6 call this same function, "(lesson 1)".
+    simple_server::handle_conn(NAME, conn, idle, session); // conn: moved, closed inside
 }
 
 // ─── shutdown & report ──────────────────────────────────────────────────────────────────────

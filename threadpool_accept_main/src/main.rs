@@ -40,8 +40,9 @@
 //! ```
 //!
 //! ## Compare with
-//! UNP's `serv08.c` (main thread accepts, prethreaded pool); LearnServer's
-//! `threadpool1_server.py`; the Python echo series' thread-pool server; lesson 6.
+//! UNP's `serv08.c` (main thread accepts, prethreaded pool); the Rust Book's final project
+//! (its `ThreadPool`, fed by the main thread's accept loop, is this model); lesson 3,
+//! `cgi_thread_server` (a thread per connection); lesson 6, `threadpool_accept_worker`.
 
 use std::cell::Cell;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -55,7 +56,7 @@ use server_common::cli::{CommonArgs, StackArgs, WorkerArgs};
 use server_common::net::{self, Blocking};
 use server_common::proto::{Config, Session};
 use server_common::stats::{LiveConn, Stats};
-use server_common::{Context, SetupError, blocking, shutdown, warn_throttled};
+use server_common::{Context, SetupError, shutdown};
 
 const NAME: &str = env!("CARGO_PKG_NAME");
 
@@ -115,12 +116,13 @@ fn run(args: Args) -> Result<(), SetupError> {
     let listener = listen(&args.common)?;
 
     loop {
-        // accept4(2) and its errors, see lesson 1 (blocking::after_accept_error is its match).
-        // EMFILE is where the unbounded queue ends: every queued connection holds a descriptor.
+        // accept4(2), see lesson 1.
         let fd = match accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
             Ok(fd) => fd,
+            // Retry at once, or back off when out of descriptors (lesson 1's policy). EMFILE is
+            // where the unbounded queue ends: every queued connection holds a descriptor.
             Err(e) => {
-                blocking::after_accept_error(NAME, e);
+                simple_server::after_accept_error(NAME, e); // (lesson 1)
                 continue;
             }
         };
@@ -128,7 +130,7 @@ fn run(args: Args) -> Result<(), SetupError> {
         // sole ownership and closes it exactly once, when dropped.
         let conn = unsafe { OwnedFd::from_raw_fd(fd) }; // conn: owned here, moved into the job
         // Live from now on: a queued connection is open and counts in "peak concurrent
-        // connections". Its accept is parked in slot 0 until a worker claims it (serve_job).
+        // connections". Its accept is parked in slot 0 until a worker claims it (handle_conn).
         let live = stats.accepted(0);
 
         // THE MODEL: hand the connection over and go straight back to accept. This path is the
@@ -139,7 +141,7 @@ fn run(args: Args) -> Result<(), SetupError> {
         QUEUE_PEAK.fetch_max(waiting, Relaxed);
         // `execute` panics only if the channel's receiver is gone; the pool keeps it in its own
         // shared state for as long as `pool` lives, which is forever.
-        pool.execute(move || serve_job(conn, live, queued_at, config, idle, stats, workers));
+        pool.execute(move || handle_conn(conn, live, queued_at, config, idle, stats, workers));
     }
 }
 
@@ -161,9 +163,6 @@ fn build_pool(builder: threadpool::Builder) -> std::io::Result<threadpool::Threa
 
 // ─── per-connection work ────────────────────────────────────────────────────────────────────
 
-/// Queue waits, in microseconds: `queue wait ms` in the summary.
-static WAITS: WaitHistogram = WaitHistogram::new();
-
 thread_local! {
     /// This pool thread's worker number, given on its first job (threadpool doesn't number its
     /// threads). Only the thread itself reads it, so a thread-local needs no synchronisation.
@@ -172,7 +171,7 @@ thread_local! {
 static NEXT_WORKER: AtomicUsize = AtomicUsize::new(0);
 
 /// One job of the pool: one connection, served to its end on a worker thread.
-fn serve_job(
+fn handle_conn(
     conn: OwnedFd,
     live: LiveConn,
     queued_at: Instant,
@@ -200,18 +199,35 @@ fn serve_job(
         stats.worker(0).accepted.fetch_sub(1, Relaxed);
     }
 
-    // SO_RCVTIMEO/SO_SNDTIMEO and TCP_NODELAY (lesson 1) are set by the worker, off the accept
-    // path. The idle clock starts now: it never ran while the connection sat in the queue.
-    match net::prepare_conn(&conn, idle) {
-        Ok(()) => {
-            let session = Session::new(config, stats.worker(me));
-            let _end = blocking::serve(conn, session); // conn: moved, closed inside
-        }
-        // Without its idle timeout it could hold this thread forever: close it instead.
-        Err(e) => warn_throttled!("{NAME}: setsockopt on a new connection: {e}"), // conn: closed
-    }
+    // Idle timeout, then recv → session → send until the end. The socket options are set by
+    // the worker, off the accept path, so the idle clock starts only now: it never ran while the
+    // connection sat in the queue.
+    let session = Session::new(config, stats.worker(me));
+    simple_server::handle_conn(NAME, conn, idle, session); // (lesson 1) conn: moved, closed inside
     drop(live); // closed: no longer live. The worker returns to the queue for the next job.
 }
+
+// ─── shutdown & report ──────────────────────────────────────────────────────────────────────
+
+/// SIGINT/SIGTERM → summary → exit 0, as in lesson 1; queued and served connections alike are
+/// closed by the process's exit. The model adds its queue: how long connections waited in it,
+/// and how long it grew.
+fn stop_on_signal(stats: &'static Stats) -> Result<(), SetupError> {
+    shutdown::exit_on_signal(NAME, stats, || {
+        let queue = format!(
+            "peak {}, waiting at stop {}",
+            QUEUE_PEAK.load(Relaxed),
+            QUEUED.load(Relaxed)
+        );
+        vec![
+            ("queue wait ms".into(), WAITS.summary()),
+            ("queue length".into(), queue),
+        ]
+    })
+}
+
+/// Queue waits, in microseconds: `queue wait ms` in the summary.
+static WAITS: WaitHistogram = WaitHistogram::new();
 
 /// A lock-free histogram: 8 buckets per power of two of microseconds (each within 12.5% of its
 /// values, as HdrHistogram with one significant digit), so recording is two relaxed atomic adds
@@ -273,23 +289,4 @@ impl WaitHistogram {
         let (p50, p99) = (quantile(0.50), quantile(0.99));
         format!("p50 {p50:.3} p99 {p99:.3} max {max:.3} mean {mean:.3} over {n} connections")
     }
-}
-
-// ─── shutdown & report ──────────────────────────────────────────────────────────────────────
-
-/// SIGINT/SIGTERM → summary → exit 0, as in lesson 1; queued and served connections alike are
-/// closed by the process's exit. The model adds its queue: how long connections waited in it,
-/// and how long it grew.
-fn stop_on_signal(stats: &'static Stats) -> Result<(), SetupError> {
-    shutdown::exit_on_signal(NAME, stats, || {
-        let queue = format!(
-            "peak {}, waiting at stop {}",
-            QUEUE_PEAK.load(Relaxed),
-            QUEUED.load(Relaxed)
-        );
-        vec![
-            ("queue wait ms".into(), WAITS.summary()),
-            ("queue length".into(), queue),
-        ]
-    })
 }

@@ -25,8 +25,8 @@
 //!   (The herd belongs to select/poll/epoll on a shared listener: lesson 11.)
 //! - **SO_REUSEPORT would do nothing here.** It lets *several sockets* bind one port, each with
 //!   its own accept queue, and the kernel spreads connections across the sockets (lesson 11).
-//!   On a single socket shared by threads there is one queue whatever the option says — which
-//!   is why LearnServer's `threadpool2_server.py`, setting it on its one listener, got no effect.
+//!   On a single socket shared by threads there is one queue whatever the option says: set on
+//!   the one listener, it changes nothing.
 //!
 //! ## Where it breaks
 //! Concurrency is still N: a keep-alive or slow client holds its worker, and client N+1 waits in
@@ -41,8 +41,8 @@
 //! ```
 //!
 //! ## Compare with
-//! UNP's `serv07.c` (prethreaded, each thread accepts); LearnServer's `threadpool2_server.py`;
-//! lesson 4, `prefork_server` (the same with processes); lesson 5, `threadpool_accept_main`.
+//! UNP's `serv07.c` (prethreaded, each thread accepts); lesson 4, `prefork_server` (the same
+//! with processes); lesson 5, `threadpool_accept_main`.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::ExitCode;
@@ -54,7 +54,7 @@ use server_common::cli::{CommonArgs, StackArgs, WorkerArgs};
 use server_common::net::{self, Blocking};
 use server_common::proto::{Config, Session};
 use server_common::stats::{Counters, Stats};
-use server_common::{Context, SetupError, blocking, shutdown, warn_throttled};
+use server_common::{Context, SetupError, shutdown};
 
 const NAME: &str = env!("CARGO_PKG_NAME");
 
@@ -128,14 +128,15 @@ fn worker(
     stats: &'static Stats,
 ) {
     loop {
-        // accept4(2), see lesson 1; so are its errors (blocking::after_accept_error is that
-        // match). Several threads may sleep here: the kernel wakes one per connection. An
-        // error is this worker's moment only — EMFILE backs off this worker while the others
-        // carry on, and every worker holds at most one connection's descriptor.
+        // accept4(2), see lesson 1. Several threads may sleep here: the kernel wakes one per
+        // connection.
         let fd = match accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
             Ok(fd) => fd,
+            // Retry at once, or back off when out of descriptors (lesson 1's policy). An error
+            // is this worker's moment only: EMFILE backs off this worker while the others carry
+            // on, and every worker holds at most one connection's descriptor.
             Err(e) => {
-                blocking::after_accept_error(NAME, e);
+                simple_server::after_accept_error(NAME, e); // (lesson 1)
                 continue;
             }
         };
@@ -153,14 +154,10 @@ fn worker(
 /// Serves one connection on the worker that accepted it: no other thread ever sees it. While
 /// this runs, this worker is out of accept — one fewer for the kernel to hand connections to.
 fn handle_conn(conn: OwnedFd, config: Config, idle: Option<Duration>, counters: &'static Counters) {
-    // SO_RCVTIMEO/SO_SNDTIMEO and TCP_NODELAY, see lesson 1: without the idle timeout, N silent
-    // clients would keep all N workers out of accept forever.
-    if let Err(e) = net::prepare_conn(&conn, idle) {
-        warn_throttled!("{NAME}: setsockopt on a new connection: {e}");
-        return; // conn dropped: close(2)
-    }
-    // recv → session → send until the end; requests count into this worker's slot.
-    let _end = blocking::serve(conn, Session::new(config, counters)); // conn: moved, closed inside
+    // Idle timeout (without it, N silent clients would keep all N workers out of accept
+    // forever), then recv → session → send until the end; requests count into this worker's slot.
+    let session = Session::new(config, counters);
+    simple_server::handle_conn(NAME, conn, idle, session); // (lesson 1) conn: moved, closed inside
 }
 
 // ─── shutdown & report ──────────────────────────────────────────────────────────────────────

@@ -20,16 +20,17 @@
 //! ```
 //!
 //! ## What to notice
-//! - `handle_conn` reads like `server_common::blocking::serve`, yet no thread blocks in it:
-//!   each `.await` on a socket is a non-blocking syscall, and on EAGAIN the task parks and its
-//!   thread moves on. Compare it with `server_common/src/conn.rs`, which tokio replaces.
+//! - `handle_conn` reads like lesson 1's `handle_conn` (`simple_server/src/lib.rs`), yet no
+//!   thread blocks in it: each `.await` on a socket is a non-blocking syscall, and on EAGAIN the
+//!   task parks and its thread moves on. Compare it with lesson 7's `ConnState`
+//!   (`nonblocking_busy_server/src/conn.rs`), which tokio replaces.
 //! - Backpressure is free: the next read waits for the last write (`docs/contract.md` §4). So
 //!   is fairness: tokio's coop budget makes a task yield after 128 ready operations (lesson
 //!   10's `READS_PER_TURN`).
 //! - Not `#[tokio::main]`: its runtime, and its threads, would exist before our first line, and
 //!   the signal mask must be set before any thread is spawned (see lesson 1).
 //! - The price of convenience: an idle connection keeps its task and its 8 KiB read buffer;
-//!   lesson 10's is one slot of its table (the README has both measured).
+//!   lesson 10's is one slot of its table (the memory sweep in the README measures both).
 //!
 //! ## Where it breaks
 //! `--delay-ms` blocks a worker thread and the tasks queued behind it (tokio's answer is
@@ -56,13 +57,13 @@ use std::time::Duration;
 
 use clap::Parser;
 use nix::errno::Errno;
-use server_common::blocking::READ_BUF;
+use nonblocking_busy_server::ACCEPT_BACKOFF; // (lesson 7) the pause after EMFILE
 use server_common::cli::CommonArgs;
-use server_common::conn::ACCEPT_BACKOFF;
 use server_common::net::{self, Blocking, LINGER};
 use server_common::proto::{Flow, Session};
 use server_common::stats::{LiveConn, Stats};
 use server_common::{Context, SetupError, shutdown, warn_throttled};
+use simple_server::READ_BUF; // (lesson 1) the read buffer of a blocking connection
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -157,7 +158,7 @@ async fn after_accept_error(e: io::Error) {
 
 // ─── per-connection work ────────────────────────────────────────────────────────────────────
 
-/// Serves one connection to its end, like `server_common::blocking::serve` — but each `.await`
+/// Serves one connection to its end, like lesson 1's `handle_conn` — but each `.await`
 /// is where lesson 10 returns to its loop. `read` calls recv(2); on EAGAIN tokio clears the
 /// socket's readiness, keeps this task's *waker* and returns Pending; epoll's next event for
 /// the socket calls the waker, which queues the task again. A short read clears readiness too

@@ -1,0 +1,219 @@
+//! Lesson 10's event loop, as a library item: `main.rs` runs it once; lesson 11
+//! (`multi_epoll_server`) runs it once per core, each time with its own listener, epoll instance
+//! and table — the same function, not a copy. What epoll changes, and why, is the lesson's text
+//! in `main.rs`; the connection it drives is lesson 7's (`nonblocking_busy_server`).
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::PollTimeout;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use nonblocking_busy_server::{Conns, Ready, Want, millis}; // lesson 7: the connection and its table
+use server_common::{Context, SetupError, warn_throttled};
+
+/// The listener's token. A connection's token is its descriptor, which is never this.
+const LISTENER: u64 = u64::MAX;
+/// How many events one epoll_wait may return; more simply wait for the next turn.
+const EVENTS: usize = 1024;
+
+// ─── the model ──────────────────────────────────────────────────────────────────────────────
+
+/// A new epoll instance, watching `listener` (lesson 11 makes one per loop).
+pub fn new_epoll(listener: &OwnedFd) -> Result<Epoll, SetupError> {
+    // epoll_create1(2): a kernel object holding an interest list (what we watch) and a ready
+    // list (what changed). CLOEXEC as for every descriptor of ours.
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).context("cannot create an epoll")?;
+    // epoll_ctl(2) EPOLL_CTL_ADD: watch the listener for new connections, edge-triggered.
+    let ev = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET, LISTENER);
+    epoll
+        .add(listener, ev)
+        .context("cannot watch the listener")?;
+    Ok(epoll)
+}
+
+/// The model: one thread serving every connection of `listener`, for ever. Everything that
+/// could differ comes in as an argument, so lesson 11 runs N of these loops side by side, each
+/// with its own listener, epoll instance and worker slot (`Conns::for_worker`). It never
+/// returns: the process's exit ends it.
+pub fn event_loop(listener: &OwnedFd, epoll: &Epoll, mut conns: Conns) -> ! {
+    let mut events = vec![EpollEvent::empty(); EVENTS];
+    // What this loop remembers per connection beside lesson 7's ConnState (see `Mark`).
+    let mut marks: Vec<Mark> = Vec::new();
+    // Connections whose fairness budget ran out with input unread: no edge will announce that
+    // input again, so the loop serves them itself next turn. `last_round` is last turn's list.
+    let (mut ready_list, mut last_round) = (Vec::<RawFd>::new(), Vec::<RawFd>::new());
+    // An edge on the listener that accept4 has not drained yet (after an EMFILE pause).
+    let mut listener_ready = false;
+
+    loop {
+        // Sleep until news or the next deadline — unless work is already waiting.
+        let now = Instant::now();
+        let idle = ready_list.is_empty() && !(listener_ready && conns.accepting(now));
+        let timeout = if idle {
+            millis(conns.timeout(now)) // whole milliseconds, rounded up (lesson 7)
+        } else {
+            PollTimeout::ZERO
+        };
+
+        // epoll_wait(2): the ready list, at most EVENTS at a time.
+        let n = match epoll.wait(&mut events, timeout) {
+            Ok(n) => n,
+            Err(Errno::EINTR) => 0, // a signal (ours are blocked; a debugger's are not)
+            Err(e) => {
+                // Not expected (EBADF, EFAULT, EINVAL are bugs): say so, don't spin.
+                warn_throttled!("{}: epoll_wait: {e}", conns.name());
+                std::thread::sleep(Duration::from_millis(10));
+                0
+            }
+        };
+        let now = Instant::now(); // one clock read per turn: every deadline below uses it
+        std::mem::swap(&mut ready_list, &mut last_round);
+
+        for ev in &events[..n] {
+            if ev.data() == LISTENER {
+                listener_ready = true;
+                continue;
+            }
+            let fd = ev.data() as RawFd; // the token we registered: the descriptor
+            let ready = ready_from(ev.events());
+            handle_conn(
+                epoll,
+                &mut conns,
+                &mut marks,
+                &mut ready_list,
+                fd,
+                ready,
+                now,
+            );
+        }
+        // Last turn's leftovers, after this turn's news: nobody waits more than one turn.
+        for fd in last_round.drain(..) {
+            // `queued` is false if the connection closed since (and was replaced at accept).
+            let mark = mark_of(&mut marks, fd);
+            if mark.queued && conns.get(fd).is_some() {
+                mark.queued = false;
+                let ready = Ready::READ;
+                handle_conn(
+                    epoll,
+                    &mut conns,
+                    &mut marks,
+                    &mut ready_list,
+                    fd,
+                    ready,
+                    now,
+                );
+            }
+        }
+
+        if listener_ready && conns.accepting(now) {
+            // Drain the accept queue (accept4 until EAGAIN, lesson 7): this edge will not be
+            // reported again.
+            while let Some(conn) = conns.accept(listener, now) {
+                // Registered once, for reading; the token is the descriptor itself.
+                let fd = conn.as_raw_fd();
+                let ev = EpollEvent::new(interest(Want::Read), fd as u64);
+                match epoll.add(&conn, ev) {
+                    Ok(()) => {
+                        *mark_of(&mut marks, fd) = Mark::default(); // a new connection's: fresh
+                        conns.insert(conn, now); // conn: owned by `conns` now
+                    }
+                    // Unwatchable (ENOMEM, or max_user_watches reached): refuse this client.
+                    // `conn` is dropped here: closed.
+                    Err(e) => warn_throttled!("{}: epoll_ctl ADD: {e}", conns.name()),
+                }
+            }
+            // Drained to EAGAIN — unless accepting paused on EMFILE: then retry after it.
+            listener_ready = !conns.accepting(now);
+        }
+
+        // Idle timeouts and lingering closes that are due: dropped, so closed (close(2) also
+        // takes a descriptor out of every epoll interest list).
+        drop(conns.sweep(now));
+    }
+}
+
+/// What an event's flags say about the socket. EPOLLRDHUP: the client sent its FIN; EPOLLHUP,
+/// EPOLLERR: reset or error — read and write to find out which (recv/send return the error).
+fn ready_from(flags: EpollFlags) -> Ready {
+    let error = EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR;
+    Ready {
+        read: flags.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | error),
+        write: flags.intersects(EpollFlags::EPOLLOUT | error),
+        hup: flags.intersects(EpollFlags::EPOLLRDHUP | error),
+    }
+}
+
+/// What to ask epoll for, given what the connection wants. EPOLLIN stays on even while
+/// backpressure pauses reading: an edge then only marks input as pending, and costs nothing
+/// when nobody sends. EPOLLRDHUP reports the client's FIN as such (see lesson 7, short reads).
+fn interest(want: Want) -> EpollFlags {
+    let base = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
+    if want.write() {
+        base | EpollFlags::EPOLLOUT
+    } else {
+        base
+    }
+}
+
+// ─── per-connection work ────────────────────────────────────────────────────────────────────
+
+/// What this loop keeps per connection beside lesson 7's `ConnState`, indexed by descriptor
+/// like the table: its own bookkeeping, which no other loop needs.
+#[derive(Clone, Copy, Debug, Default)]
+struct Mark {
+    /// EPOLLOUT is in the interest epoll holds: epoll_ctl is called only when that must change.
+    epollout: bool,
+    /// The connection is on the ready list, to be served next turn.
+    queued: bool,
+}
+
+/// The mark of descriptor `fd`, growing the side table as the kernel hands out higher numbers.
+fn mark_of(marks: &mut Vec<Mark>, fd: RawFd) -> &mut Mark {
+    let i = fd as usize; // descriptors of open connections are never negative
+    if marks.len() <= i {
+        marks.resize(i + 1, Mark::default());
+    }
+    &mut marks[i]
+}
+
+/// Runs the connection's handler (lesson 7: write what is owed, read within the budget), then
+/// turns its answer into epoll interest and the ready list.
+fn handle_conn(
+    epoll: &Epoll,
+    conns: &mut Conns,
+    marks: &mut Vec<Mark>,
+    ready_list: &mut Vec<RawFd>,
+    fd: RawFd,
+    ready: Ready,
+    now: Instant,
+) {
+    let want = conns.on_ready(fd, ready, now);
+    if want == Want::Close {
+        // Dropped: close(2). No EPOLL_CTL_DEL needed: closing the last descriptor of a socket
+        // removes it from the interest list (we never dup(2) one).
+        drop(conns.remove(fd));
+        return;
+    }
+    let Some(conn) = conns.get(fd) else {
+        return;
+    };
+    let mark = mark_of(marks, fd);
+    // epoll_ctl(2) EPOLL_CTL_MOD only when write interest changes: a write hit EAGAIN (add
+    // EPOLLOUT), or the output drained (drop it). Re-arming also reports at once what is
+    // already true, so no readiness is lost in between.
+    if want.write() != mark.epollout {
+        let mut ev = EpollEvent::new(interest(want), fd as u64);
+        if let Err(e) = epoll.modify(conn, &mut ev) {
+            warn_throttled!("{}: epoll_ctl MOD: {e}", conns.name());
+            drop(conns.remove(fd)); // closed: we could no longer hear from it
+            return;
+        }
+        mark.epollout = want.write();
+    }
+    // Input left unread by the budget (or by backpressure, now lifted): come back next turn.
+    if want.read() && conn.input_pending() && !mark.queued {
+        mark.queued = true;
+        ready_list.push(fd);
+    }
+}
