@@ -135,7 +135,33 @@ pub fn run(plan: &Plan, rungs: &[&Rung], bins: &Path, command: String) -> Result
         bar.inc(1);
     };
 
-    let mut cells = sweeps::run(&plan.sweeps, &who, plan.mode, &echo_client, &tick);
+    // A long run keeps what it has measured: after each sweep, the cells so far go to
+    // target/bench-partial.json (results.json's form), which `--rewrite-from` can turn into
+    // tables should the run be cut short.
+    let partial = target_dir().join("bench-partial.json");
+    let checkpoint = |cells: &[Cell]| {
+        let v = json!({
+            "schema": 2,
+            "stamp": stamp.json(),
+            "mode": format!("{:?}", plan.mode).to_lowercase(),
+            "sweeps": cells.iter().map(|c| {
+                let mut c = c.clone();
+                c.measured = stamp.line();
+                c.json()
+            }).collect::<Vec<_>>(),
+        });
+        if let Ok(text) = serde_json::to_string_pretty(&v) {
+            let _ = std::fs::write(&partial, text);
+        }
+    };
+    let mut cells = sweeps::run(
+        &plan.sweeps,
+        &who,
+        plan.mode,
+        &echo_client,
+        &tick,
+        &checkpoint,
+    );
 
     let mut rows: Vec<Row> = Vec::new();
     for sc in &plan.scenarios {

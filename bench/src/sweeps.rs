@@ -77,7 +77,7 @@ pub fn run_time(mode: Mode) -> Duration {
     match mode {
         Mode::Smoke => Duration::from_millis(300),
         Mode::Quick => Duration::from_secs(1),
-        Mode::Full => Duration::from_secs(4),
+        Mode::Full => Duration::from_secs(3),
     }
 }
 
@@ -505,13 +505,14 @@ pub struct Who<'a> {
 }
 
 /// Runs every sweep in `sweeps` for every subject, `rounds` times, and returns the cells.
-/// `progress` is told after each run.
+/// `progress` is told before each run, `checkpoint` after each sweep (with every cell so far).
 pub fn run(
     sweeps: &[Sweep],
     who: &[Who],
     mode: Mode,
     echo_client: &Path,
     progress: &dyn Fn(&str),
+    checkpoint: &dyn Fn(&[Cell]),
 ) -> Vec<Cell> {
     let mut cache: HashMap<(String, Setup), Vec<Sample>> = HashMap::new();
     let mut cells = Vec::new();
@@ -570,6 +571,7 @@ pub fn run(
             }
         }
         cells.extend(these);
+        checkpoint(&cells);
     }
     cells
 }
