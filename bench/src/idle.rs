@@ -27,9 +27,13 @@ use nix::sys::socket::{
 /// Connections attempted at once: each batch is connected before the next starts, so a server
 /// that stops accepting is noticed within a batch, not after every attempt has timed out.
 const BATCH: usize = 512;
-/// How long one batch may take to connect. A loopback handshake takes microseconds; a
-/// connect still pending after this met a full accept queue (its SYN was dropped).
-const BATCH_WAIT: Duration = Duration::from_secs(1);
+/// How long one batch may take to connect. A loopback handshake takes microseconds; a SYN that
+/// met a full queue is sent again after 1 s, so this waits for one retransmission.
+const BATCH_WAIT: Duration = Duration::from_secs(3);
+/// The accept queue is kept under this many before a batch starts (the servers listen with a
+/// backlog of 4,096): a server that forks or spawns per connection takes its time, and SYNs
+/// that meet a full queue are dropped.
+const QUEUE_ROOM: u64 = 2_048;
 
 /// What became of the idle connections asked for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -62,35 +66,39 @@ impl IdleConns {
     /// take them off its accept queue. Stops early when a whole batch fails to connect: the
     /// accept queue is full and the server is not emptying it.
     pub fn open(addr: SocketAddr, n: u64, settle: Duration) -> IdleConns {
-        let mut socks = Vec::with_capacity(n as usize);
+        let mut conns = IdleConns {
+            socks: Vec::with_capacity(n as usize),
+            addr,
+            asked: n,
+        };
+        let t0 = Instant::now();
         let mut left = n as usize;
         while left > 0 {
             let batch = left.min(BATCH);
             left -= batch;
+            // Room in the accept queue first, unless the server has stopped taking from it.
+            conns.wait_queue(QUEUE_ROOM, settle.saturating_sub(t0.elapsed()));
             let connected = connect_batch(addr, batch);
-            let all = connected.len() == batch;
-            socks.extend(connected);
-            if !all {
-                break; // the server stopped accepting: more would only time out too
+            // Most of a batch failing means the queue is full and stays full: a pool whose
+            // every worker is taken, lesson 1. More would only time out too.
+            let stalled = connected.len() < batch / 2;
+            conns.socks.extend(connected);
+            if stalled {
+                break;
             }
         }
-        let conns = IdleConns {
-            socks,
-            addr,
-            asked: n,
-        };
-        conns.wait_accepted(settle);
+        conns.wait_queue(0, settle.saturating_sub(t0.elapsed()));
         conns
     }
 
-    /// Waits until the server's accept queue is empty, or stops shrinking for a second, or
-    /// `limit` has passed.
-    fn wait_accepted(&self, limit: Duration) {
+    /// Waits until the server's accept queue holds at most `room`, or stops shrinking for a
+    /// second, or `limit` has passed.
+    fn wait_queue(&self, room: u64, limit: Duration) {
         let t0 = Instant::now();
         let mut last = (u64::MAX, Instant::now());
         loop {
             let q = accept_queue(self.addr.port());
-            if q == 0 || t0.elapsed() > limit {
+            if q <= room || t0.elapsed() > limit {
                 return;
             }
             if q < last.0 {

@@ -105,9 +105,9 @@ fn echo(
     }
 }
 
-/// `--work` units for the "10k + cpu" scenario, in the spirit of the Python series'
-/// `sum(range(100000))`: a fraction of a millisecond of CPU per message (what one unit costs on
-/// the machine of a run is on its CPU-work sweep page).
+/// `--work` units for the "10,000 connections + CPU" scenario: a fraction of a millisecond of
+/// CPU per message, like a handler that sums a hundred thousand integers (what one unit costs
+/// on the machine of a run is on its CPU-work sweep page).
 pub const CPU_WORK: u32 = 100;
 
 /// The fixed, small workload behind the cost table: HTTP keep-alive, 10 connections × 2,000

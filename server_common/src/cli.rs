@@ -73,7 +73,7 @@ pub struct WorkerArgs {
     pub workers: u32,
 }
 
-/// The default pool size: two workers per CPU, as Apache's prefork guidance and LearnServer do.
+/// The default pool size: two workers per CPU, a common rule of thumb for blocking pools.
 pub fn default_workers() -> u32 {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     (2 * cpus).min(crate::stats::MAX_WORKERS) as u32
