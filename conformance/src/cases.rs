@@ -18,6 +18,9 @@ use crate::rungs::Concurrency;
 use crate::server::{Server, Stopped, live_processes_in_group, run_to_exit};
 use crate::summary::value as summary_value;
 
+// The defences against slow, greedy and tricky clients: their own file, one suite.
+pub use crate::hardening::*;
+
 /// `HEAD` gets the header block of `OK_KEEP_ALIVE` and no body.
 fn head_keep_alive() -> Vec<u8> {
     OK_KEEP_ALIVE[..OK_KEEP_ALIVE.len() - BODY.len()].to_vec()
@@ -76,6 +79,7 @@ pub fn help_opens_with_the_model_and_lists_the_flags(t: &Target) {
         "--work",
         "--delay-ms",
         "--idle-timeout",
+        "--head-timeout",
         "--version",
     ] {
         assert!(out.contains(flag), "--help lacks {flag}");
@@ -301,14 +305,6 @@ pub fn http_head_over_8k_gets_431_without_reset(t: &Target) {
     }
     req.extend_from_slice(b"\r\n");
     refused_with(t, &req, 431);
-}
-
-pub fn http_chunked_gets_501_then_close(t: &Target) {
-    refused_with(
-        t,
-        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
-        501,
-    );
 }
 
 pub fn http_other_version_gets_505_then_close(t: &Target) {

@@ -9,6 +9,7 @@
 pub mod cases;
 pub mod client;
 pub mod faults;
+pub mod hardening;
 pub mod rungs;
 pub mod server;
 pub mod summary;
@@ -102,7 +103,15 @@ macro_rules! suite {
             http_malformed_request_gets_400_then_close,
             http_garbage_gets_400_then_close,
             http_head_over_8k_gets_431_without_reset,
-            http_chunked_gets_501_then_close,
+            http_chunked_body_is_read_and_discarded,
+            http_ambiguous_framing_gets_400_and_unknown_coding_501,
+            http_a_dribbled_head_gets_408_within_the_deadline,
+            http_too_many_empty_lines_get_400,
+            http_endless_slow_heads_do_not_hold_the_workers,
+            http_endless_empty_lines_do_not_hold_the_workers,
+            http_one_pipelining_client_cannot_starve_another,
+            http_close_then_pipelined_bytes_split_anywhere_arrive_whole,
+            real_clients_get_every_answer,
             http_other_version_gets_505_then_close,
             http_close_with_unread_bytes_is_not_a_reset,
             echo_round_trips_messages_of_every_size,

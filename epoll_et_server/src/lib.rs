@@ -212,7 +212,7 @@ fn handle_conn(
         mark.epollout = want.write();
     }
     // Input left unread by the budget (or by backpressure, now lifted): come back next turn.
-    if want.read() && conn.input_pending() && !mark.queued {
+    if conn.needs_revisit() && !mark.queued {
         mark.queued = true;
         ready_list.push(fd);
     }

@@ -3,12 +3,12 @@
 //! A [`ConnState`] never touches the ring: `main.rs` reports each completion to it (`on_recv`,
 //! `on_send`) and submits whatever [`Conns::drive`] answers. The rules it keeps:
 //!
-//! - **One recv and one send in flight at most**, per connection: two sends in flight on one
-//!   socket may each complete partially, and their bytes could interleave.
-//! - **Two output buffers**: the kernel reads `sending` while a send is in flight, so the session
-//!   appends to `pending` meanwhile (appending to `sending` could reallocate it under the kernel).
+//! - **One recv and one send in flight at most**, per connection (two sends may each complete
+//!   partially and interleave), and **two output buffers**: the session appends to `pending`
+//!   while the kernel reads `sending` (appending to it could reallocate it under the kernel).
 //! - **Partial sends**: a completion for fewer bytes than asked submits the rest.
-//! - **Backpressure**: a connection owing [`OUT_LIMIT`] or more gets no new recv until it drains.
+//! - **Backpressure**: owing [`OUT_LIMIT`], or holding requests the session's per-call budget
+//!   left unanswered, a connection gets no new recv; its sends' completions work them off.
 //! - **Closing waits for the kernel**: a connection is freed — socket closed, buffers dropped —
 //!   only once none of its operations is in flight; to get there it cancels them.
 //! - **Slots with generations**: a completion names its connection by slot *and* generation, so
@@ -26,6 +26,7 @@ use server_common::stats::{LiveConn, Stats};
 use server_common::warn_throttled;
 
 use crate::NAME;
+use crate::token::Op;
 
 /// A connection owing this much gets no new recv until the client has taken enough of it, so
 /// our memory per connection stays bounded: this plus what one read can produce.
@@ -35,32 +36,6 @@ pub const OUT_LIMIT: usize = 64 * 1024;
 const KEEP: usize = 1024;
 /// The least time between two sweeps for timeouts (as in lesson 10).
 const SWEEP_EVERY: Duration = Duration::from_millis(100);
-
-// ─── tokens: which operation of which connection ────────────────────────────────────────────
-
-/// The operation a completion reports on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Op {
-    Accept = 0,
-    Recv = 1,
-    Send = 2,
-    Cancel = 3,
-}
-
-/// The `user_data` of a submission, returned untouched in its completion: bits 0–7 the
-/// operation, 8–31 the connection's slot, 32–63 the slot's generation.
-pub fn token(op: Op, slot: u32, generation: u32) -> u64 {
-    u64::from(generation) << 32 | u64::from(slot) << 8 | op as u64
-}
-
-/// The operation, slot and generation of a `user_data`.
-pub fn untoken(user_data: u64) -> (Op, u32, u32) {
-    let slot = (user_data >> 8) as u32 & 0xff_ffff;
-    let generation = (user_data >> 32) as u32;
-    // Bits 2–7 are zero in every token: `token` writes an `Op`, 0 to 3.
-    let op = [Op::Accept, Op::Recv, Op::Send, Op::Cancel][(user_data & 0b11) as usize];
-    (op, slot, generation)
-}
 
 // ─── one connection ─────────────────────────────────────────────────────────────────────────
 
@@ -79,18 +54,16 @@ enum Phase {
     Closing { cancelled: bool },
 }
 
-/// What the loop must submit for a connection now (all of it: each is already marked in flight).
+/// What the loop must submit for a connection now (each already marked in flight): a send of
+/// bytes in the connection's `sending` buffer, frozen until its completion; a recv into a
+/// buffer of the pool; cancels of operations in flight. `done`: nothing in flight, nothing to
+/// do — free the connection.
 #[derive(Debug, Default)]
 pub struct Next {
     pub fd: RawFd,
-    /// Send these bytes: they lie in the connection's `sending` buffer, frozen until the send's
-    /// completion (see [`ConnState`]).
     pub send: Option<(*const u8, u32)>,
-    /// Receive into a buffer of the pool.
     pub recv: bool,
-    /// Cancel these operations of the connection, which are in flight.
     pub cancel: [Option<Op>; 2],
-    /// Nothing in flight and nothing to do: free the connection.
     done: bool,
 }
 
@@ -105,9 +78,9 @@ pub struct ConnState {
     /// A recv is in flight. It names no memory of ours: the kernel takes a buffer from the pool
     /// only once data has arrived ([`Pool`](crate::buf_ring::Pool)).
     recv_armed: bool,
-    /// A send is in flight, and the kernel reads `sending[sent..]` from its heap block. Until
-    /// its completion nothing may push to, shrink, swap or drop `sending`. (Moving the
-    /// `ConnState` is fine: the heap block stays where it is.)
+    /// A send is in flight, and the kernel reads `sending[sent..]` from its heap block: until
+    /// its completion nothing may push to, shrink, swap or drop `sending` (moving the
+    /// `ConnState` is fine: the heap block stays put).
     send_armed: bool,
     sending: Vec<u8>,
     sent: usize,
@@ -115,6 +88,8 @@ pub struct ConnState {
     pending: Vec<u8>,
     /// Last time a byte moved either way: the idle timeout counts from here.
     last_active: Instant,
+    /// When the first byte of a still incomplete request head came (`--head-timeout`).
+    head_since: Option<Instant>,
     /// Counts the connection as live in the summary until it is dropped.
     _live: LiveConn,
 }
@@ -125,8 +100,7 @@ impl ConnState {
         self.sending.len() - self.sent + self.pending.len()
     }
 
-    /// The recv completed: `got` holds the bytes the kernel put in a pool buffer (empty: EOF),
-    /// or its error.
+    /// The recv completed: the bytes the kernel put in a pool buffer (empty: EOF), or its error.
     pub fn on_recv(&mut self, got: Result<&[u8], Errno>, now: Instant) {
         self.recv_armed = false;
         match got {
@@ -149,11 +123,13 @@ impl ConnState {
                     if let Flow::Close { linger } = self.session.feed(data, &mut self.pending) {
                         self.phase = Phase::Flushing { linger };
                     }
+                    // A head's clock starts at its first byte, and stops when it is whole.
+                    let started = self.head_since.unwrap_or(now);
+                    self.head_since = self.session.head_pending().then_some(started);
                 } // Lingering: read only to be discarded. Closing: too late to matter.
             }
-            // The pool was empty when the data arrived: more connections had data at that
-            // moment than the pool has buffers. Not this client's fault: `next` submits the recv
-            // again, and it reaches the kernel after this turn has given its buffers back.
+            // The pool was empty when the data arrived (more connections had data than the pool
+            // has buffers): `next` submits the recv again, after this turn gave buffers back.
             Err(Errno::ENOBUFS) => {}
             // EINTR, EAGAIN: not expected (io_uring polls and retries until data comes); if one
             // comes anyway, `next` submits the recv again. ECANCELED: we cancelled it (closing).
@@ -174,9 +150,7 @@ impl ConnState {
             // Possibly fewer bytes than asked — a partial write: `next` submits the rest.
             Ok(n) => {
                 self.sent += n;
-                if n > 0 {
-                    self.last_active = now;
-                }
+                self.last_active = if n > 0 { now } else { self.last_active };
             }
             // As for recv: `next` submits the rest again, unless we cancelled it (closing).
             Err(Errno::EINTR | Errno::EAGAIN | Errno::ECANCELED) => {}
@@ -197,9 +171,22 @@ impl ConnState {
         }
     }
 
+    /// `--head-timeout` passed with a head incomplete: a 408 queued, then the lingering close.
+    fn expire_head(&mut self) {
+        self.head_since = None;
+        self.session.head_timeout(&mut self.pending);
+        self.phase = Phase::Flushing { linger: true };
+    }
+
+    /// When a head that started arriving must be whole (while reading requests only).
+    fn head_deadline(&self) -> Option<Instant> {
+        (self.phase == Phase::Open).then_some(self.head_since? + self.session.head_limit()?)
+    }
+
     fn may_read(&self) -> bool {
         match self.phase {
-            Phase::Open => self.owed() < OUT_LIMIT, // backpressure: no recv while owing too much
+            // Backpressure: no recv while owing too much, or holding requests (`backlog`).
+            Phase::Open => self.owed() < OUT_LIMIT && !self.session.backlog(),
             Phase::Lingering { .. } => true,
             Phase::Flushing { .. } | Phase::Closing { .. } => false,
         }
@@ -210,7 +197,10 @@ impl ConnState {
         match self.phase {
             Phase::Lingering { until } => Some(until),
             Phase::Closing { .. } => None,
-            Phase::Open | Phase::Flushing { .. } => idle.map(|d| self.last_active + d),
+            Phase::Open => (idle.map(|d| self.last_active + d).into_iter())
+                .chain(self.head_deadline())
+                .min(),
+            Phase::Flushing { .. } => idle.map(|d| self.last_active + d),
         }
     }
 
@@ -220,6 +210,14 @@ impl ConnState {
             fd: self.fd.as_raw_fd(),
             ..Next::default()
         };
+        // Requests the session held back (its per-call budget): a batch more per completion.
+        if self.phase == Phase::Open
+            && self.session.backlog()
+            && self.owed() < OUT_LIMIT
+            && let Flow::Close { linger } = self.session.feed(&[], &mut self.pending)
+        {
+            self.phase = Phase::Flushing { linger };
+        }
         // The kernel has taken all of `sending` and no send is in flight: the buffer is ours
         // again. Recycle it, and the bytes queued behind it become the next send.
         if !self.send_armed && self.sent == self.sending.len() {
@@ -231,8 +229,8 @@ impl ConnState {
             std::mem::swap(&mut self.sending, &mut self.pending);
         }
         if let (Phase::Flushing { linger }, 0) = (self.phase, self.owed()) {
-            // Everything is sent. shutdown(2) SHUT_WR puts our FIN after the last answer; then
-            // linger. (A plain syscall: it never blocks, and runs once per connection at most.)
+            // Everything is sent: shutdown(2) SHUT_WR (a plain syscall, never blocking, once per
+            // connection at most) puts our FIN after the last answer; then linger.
             self.phase = if linger && shutdown(self.fd.as_raw_fd(), Shutdown::Write).is_ok() {
                 Phase::Lingering {
                     until: now + LINGER,
@@ -277,12 +275,12 @@ struct Slot {
 }
 
 /// Every connection of the loop, in slots addressed by the tokens. Lesson 10's token was the
-/// descriptor number, which the kernel hands out again as soon as it is closed; a completion
-/// that arrives late would then be applied to a stranger. Here the generation tells them apart.
+/// descriptor number, which the kernel reuses once it is closed: a late completion would hit a
+/// stranger. Here the generation tells them apart.
 pub struct Conns {
     slots: Vec<Slot>,
-    /// Free slots, the most recently freed on top: reused first, which is exactly when a stale
-    /// completion would be most likely to hit a newcomer — and the generation most needed.
+    /// Free slots, the most recently freed on top: reused first — when a stale completion is
+    /// likeliest to hit a newcomer, and the generation most needed.
     free: Vec<u32>,
     config: Config,
     idle: Option<Duration>,
@@ -303,8 +301,7 @@ impl Conns {
         }
     }
 
-    /// Takes a freshly accepted socket (counted as accepted and live) and returns its slot and
-    /// generation, for its tokens.
+    /// Takes a freshly accepted socket (counted accepted and live): its slot and generation.
     pub fn insert(&mut self, fd: OwnedFd, now: Instant) -> (u32, u32) {
         // TCP_NODELAY: each answer leaves at once rather than wait behind Nagle (lesson 1).
         if let Err(e) = setsockopt(&fd, sockopt::TcpNoDelay, &true) {
@@ -320,9 +317,10 @@ impl Conns {
             sent: 0,
             pending: Vec::new(),
             last_active: now,
+            head_since: None,
             _live: self.stats.accepted(0),
         };
-        let deadline = conn.deadline(self.idle); // its idle timeout, if any: the sweep is due by then
+        let deadline = conn.deadline(self.idle); // the sweep is due by its idle timeout, if any
         self.next_sweep = self.next_sweep.into_iter().chain(deadline).min();
         let slot = self.free.pop().unwrap_or_else(|| {
             self.slots.push(Slot::default()); // generation 0, empty
@@ -335,8 +333,7 @@ impl Conns {
         (slot, s.generation)
     }
 
-    /// The connection in `slot` if it is still the one of `generation`: `None` for a completion
-    /// that arrives after its connection was freed (and perhaps its slot reused).
+    /// The connection in `slot` if it is still the one of `generation` (else a late completion).
     pub fn get_mut(&mut self, slot: u32, generation: u32) -> Option<&mut ConnState> {
         let s = self
             .slots
@@ -345,14 +342,14 @@ impl Conns {
         s.conn.as_mut()
     }
 
-    /// What to submit for this connection now. A finished connection is freed here: its socket
-    /// is closed and its slot's generation moves on.
+    /// What to submit for this connection now; a finished one is freed (socket closed, slot's
+    /// generation moved on).
     pub fn drive(&mut self, slot: u32, generation: u32, now: Instant) -> Next {
         let Some(conn) = self.get_mut(slot, generation) else {
             return Next::default();
         };
         let next = conn.next(now);
-        let lingering = conn.deadline(None); // (no idle timeout: a lingering one's end, if any)
+        let lingering = conn.deadline(None); // (no idle timeout: a linger or a head deadline)
         if next.done {
             let s = &mut self.slots[slot as usize];
             drop(s.conn.take()); // its buffers, and its socket: close(2); nothing in flight
@@ -370,10 +367,9 @@ impl Conns {
         self.next_sweep
     }
 
-    /// The sweep, as in lesson 10: closes every connection past its deadline — silent for
-    /// `--idle-timeout`, or lingering for [`LINGER`] — and returns them, for the loop to submit
-    /// their cancels. O(connections), so it runs only when the earliest deadline is due, and at
-    /// most once per [`SWEEP_EVERY`].
+    /// The sweep, as in lesson 10: ends every connection past its deadline (idle, lingering, or
+    /// a head past `--head-timeout`: a 408 first) and returns them for the loop to drive;
+    /// O(connections), so only when the earliest deadline is due, at most every [`SWEEP_EVERY`].
     pub fn sweep(&mut self, now: Instant) -> Vec<(u32, u32)> {
         let mut expired = Vec::new();
         if self.next_sweep.is_none_or(|t| now < t) {
@@ -383,9 +379,13 @@ impl Conns {
         for (i, s) in self.slots.iter_mut().enumerate() {
             let Some(conn) = &mut s.conn else { continue };
             match conn.deadline(self.idle) {
+                // Past --head-timeout: a 408 and a lingering close; else silent: closed.
                 Some(d) if d <= now => {
-                    conn.close();
-                    expired.push((i as u32, s.generation));
+                    match conn.head_deadline().is_some_and(|h| h <= now) {
+                        true => conn.expire_head(),
+                        false => conn.close(),
+                    }
+                    expired.push((i as u32, s.generation)); // driven next: submits it all
                 }
                 Some(d) => next = Some(next.map_or(d, |n| n.min(d))),
                 None => {}

@@ -44,8 +44,8 @@
 //! ```
 //!
 //! ## Compare with
-//! Lesson 10; lesson 7's conn.rs (`nonblocking_busy_server/src/conn.rs`); liburing's
-//! io_uring_prep_multishot_accept(3); tokio-uring's `read(buf) -> (result, buf)`: ownership passed.
+//! Lesson 10; lesson 7's conn.rs; liburing's io_uring_prep_multishot_accept(3); tokio-uring's
+//! `read(buf) -> (result, buf)`: ownership passed.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::ExitCode;
@@ -63,8 +63,10 @@ use server_common::{Context, SetupError, shutdown, warn_throttled};
 
 mod buf_ring; // support code: the recv buffer pool's plumbing
 mod conn; // the model's second role: the connections
+mod token; // support code: what a completion's user_data names
 use buf_ring::{BGID, BUF_SIZE, Pool};
-use conn::{Conns, Op, token, untoken};
+use conn::Conns;
+use token::{Op, token, untoken};
 
 const NAME: &str = env!("CARGO_PKG_NAME");
 const SQ_ENTRIES: u32 = 1024; // submission queue: a turn that queues more submits early (`push`)
@@ -180,8 +182,7 @@ fn submit_and_wait(ring: &IoUring, timeout: Option<Duration>) {
 }
 
 impl Server {
-    /// A completion of the multishot accept: a new connection, or an error. Without the MORE
-    /// flag the accept has ended; then returns when to submit it again.
+    /// A completion of the multishot accept; without MORE it ended: when to submit it again.
     fn on_accept(&mut self, cqe: &cqueue::Entry, now: Instant) -> Option<Instant> {
         let mut again = now;
         match cqe.result() {
@@ -194,8 +195,7 @@ impl Server {
             }
             // A signal, or a client that reset while queued: accept again at once.
             e if [libc::EINTR, libc::ECONNABORTED].contains(&-e) => {}
-            // Out of descriptors (EMFILE, ENFILE) or memory, the client still queued: re-arming
-            // at once would fail at once, a spin. Pause, as lesson 10 does (rarer errors too).
+            // Out of descriptors or memory, the client queued: re-arming at once would spin.
             e => {
                 let e = Errno::from_raw(-e); // (a negative errno, as from every operation)
                 warn_throttled!("{NAME}: accept: {e}; pausing accept for 100 ms");

@@ -1,11 +1,9 @@
 //! Lesson 7's second role, **the connection**: a non-blocking socket, what its client is still
 //! owed, and a state machine whose handler does all the I/O it can without waiting, then answers
-//! *want read / want write*. The other role is the loop: `main.rs` decides *when* to try a
-//! socket, and keeps its connections in the table of `lib.rs` ([`crate::Conns`]). Lessons 8–10
-//! replace only the loop (select, poll, epoll) and take this file and the table from this crate,
-//! so there is one copy of them — Eli Bendersky's event-loop servers
-//! (<https://github.com/eliben/code-for-blog/tree/HEAD/2017/async-socket-server>) copied theirs
-//! into each loop, and the copies drifted into a bug.
+//! *want read / want write*. The other role is the loop (`main.rs`; its table: [`crate::Conns`]).
+//! Lessons 8–10 replace only the loop and take this file from this crate: one copy — Eli
+//! Bendersky's event-loop servers (<https://github.com/eliben/code-for-blog>, 2017) copied
+//! theirs into each loop, and the copies drifted into a bug.
 //!
 //! ```text
 //!   the loop (main.rs; lessons 8–10)          this file
@@ -19,9 +17,8 @@
 //! What it keeps, each explained where it is kept: `EAGAIN` means "not now", never "close";
 //! a partial write leaves the rest owed, and write interest is wanted only while something is
 //! owed; a connection owing [`OUT_LIMIT`] is not read (backpressure, `docs/contract.md` §4); one
-//! turn reads at most [`READS_PER_TURN`] times (fairness); buffers are lazy, so an idle
-//! connection holds no heap; the lingering close (§5) and the idle timeout are deadlines the
-//! loop's table sweeps, never a blocking wait.
+//! turn reads at most [`READS_PER_TURN`] times (fairness); buffers are lazy; the lingering close,
+//! the idle timeout and the head deadline (§5) are deadlines the table sweeps, never a wait.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -33,46 +30,22 @@ use server_common::proto::{Flow, Session};
 use server_common::stats::LiveConn;
 use server_common::warn_throttled;
 
+pub use crate::Want;
+
 /// One recv(2) reads at most this much, into the scratch buffer all connections share.
 pub const SCRATCH: usize = 64 * 1024;
-/// A connection owing this much is not read until the client has taken enough of it. Kernel
-/// socket buffers hold far more; this bounds *our* memory: a connection never owes more than
-/// this plus what one read can produce (one echoed read: `SCRATCH`).
+/// A connection owing this much is not read until the client has taken enough of it: *our*
+/// memory per connection stays under this plus what one read can produce (one echoed read).
 pub const OUT_LIMIT: usize = 64 * 1024;
 /// The fairness budget: reads per connection per turn of the loop.
 pub const READS_PER_TURN: usize = 4;
 
-// ─── the answer: want read / want write ─────────────────────────────────────────────────────
-
-/// What a connection waits for next; the loop turns it into interest for its readiness call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Want {
-    /// Nothing owed: wait for the client. An idle connection is always here.
-    Read,
-    /// Something owed, and room for more input.
-    ReadWrite,
-    /// Something owed and no more input taken for now: over [`OUT_LIMIT`], or closing.
-    Write,
-    /// Finished: remove the connection (dropping it closes the socket).
-    Close,
-}
-
-impl Want {
-    pub fn read(self) -> bool {
-        matches!(self, Want::Read | Want::ReadWrite)
-    }
-    pub fn write(self) -> bool {
-        matches!(self, Want::ReadWrite | Want::Write)
-    }
-}
-
-/// What the readiness call said about one socket.
+/// What the readiness call said about one socket. `hup`: the peer closed its side, or the
+/// socket erred (EPOLLRDHUP, EPOLLHUP, POLLHUP, POLLERR): read on to the end (`ConnState::read`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ready {
     pub read: bool,
     pub write: bool,
-    /// The peer closed its side, or the socket erred (EPOLLRDHUP, EPOLLHUP, POLLHUP, POLLERR):
-    /// read on to the end even after a short read (see `ConnState::read`).
     pub hup: bool,
 }
 
@@ -100,9 +73,8 @@ enum Phase {
     /// The session said Close (or the client sent EOF): send what is owed, then close — or,
     /// with `linger`, half-close and linger.
     Flushing { linger: bool },
-    /// Our side is shut (shutdown(2) SHUT_WR: the client got our FIN after the last answer):
-    /// read and discard until the client's EOF or `until`, so that the close cannot become an
-    /// RST that destroys the answer in the client's kernel (lesson 1 does it blocking).
+    /// Our side is shut (SHUT_WR): read and discard until the client's EOF or `until`, so the
+    /// close cannot become an RST that destroys the answer (lesson 1 does it blocking).
     Lingering { until: Instant },
     /// A reset, a vanished client, or a socket error: close without further ado.
     Closed,
@@ -129,6 +101,8 @@ pub struct ConnState {
     input_pending: bool,
     /// The peer closed its side or the socket erred (sticky; see [`Ready::hup`]).
     hup: bool,
+    /// When the first byte of a still incomplete request head came (`--head-timeout`).
+    head_since: Option<Instant>,
     /// Counts the connection as live in the summary until it is dropped.
     _live: LiveConn,
 }
@@ -139,23 +113,9 @@ impl AsFd for ConnState {
     }
 }
 
-/// The buffers every connection of one loop shares: one thread serves one connection at a
-/// time, so one of each is enough, however many connections there are. The table owns it.
-#[derive(Debug)]
-pub(crate) struct Scratch {
-    input: Box<[u8]>,
-    output: Vec<u8>,
-}
-
-impl Scratch {
-    pub(crate) fn new() -> Scratch {
-        let input = vec![0; SCRATCH].into_boxed_slice();
-        Scratch {
-            input,
-            output: Vec::new(),
-        }
-    }
-}
+/// The buffers every connection of one loop shares (one thread serves one connection at a
+/// time): reads land in `input`, answers are made in `output`. The table owns them.
+pub(crate) type Scratch = (Box<[u8]>, Vec<u8>);
 
 impl ConnState {
     /// A new connection (the table's `insert`): idle, owing nothing, wanting to read.
@@ -169,6 +129,7 @@ impl ConnState {
             last_active: now,
             input_pending: false,
             hup: false,
+            head_since: None,
             _live: live,
         }
     }
@@ -186,9 +147,16 @@ impl ConnState {
         }
     }
 
-    /// Whether the socket may still hold input we have not read (see the field).
+    /// Whether input may wait: in the socket (see the field), or in the session, held back by
+    /// its per-call budget (`Session::backlog`), which no readiness call can report.
     pub fn input_pending(&self) -> bool {
-        self.input_pending
+        self.input_pending || self.session.backlog()
+    }
+
+    /// Whether the loop must come back to this connection by itself, with no readiness event:
+    /// input may be waiting, and it may read.
+    pub fn needs_revisit(&self) -> bool {
+        self.want().read() && self.input_pending()
     }
 
     /// Bytes owed to the client and not yet taken by the kernel.
@@ -201,21 +169,37 @@ impl ConnState {
         self.out.capacity() + self.session.buffered()
     }
 
-    /// When the loop must act if nothing happens: the idle timeout, or the end of a linger.
+    /// When the loop must act if nothing happens: the idle timeout, a head's deadline, or the
+    /// end of a linger (`deadline(None)`: those that must be met whatever the idle timeout).
     pub(crate) fn deadline(&self, idle: Option<Duration>) -> Option<Instant> {
+        let idle = idle.map(|d| self.last_active + d);
         match self.phase {
             Phase::Lingering { until } => Some(until),
             Phase::Closed => Some(self.last_active),
-            Phase::Open | Phase::Flushing { .. } => idle.map(|d| self.last_active + d),
+            Phase::Open => match (idle, self.head_deadline()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+            Phase::Flushing { .. } => idle,
         }
     }
 
-    /// When a lingering close ends, if this connection is in one.
-    pub(crate) fn lingering_until(&self) -> Option<Instant> {
-        match self.phase {
-            Phase::Lingering { until } => Some(until),
-            _ => None,
+    /// When a request head that started arriving must be whole (`--head-timeout`).
+    pub(crate) fn head_deadline(&self) -> Option<Instant> {
+        Some(self.head_since? + self.session.head_limit()?)
+    }
+
+    /// The head's deadline passed: a `408`, as much of it as the socket takes now (the client
+    /// is dribbling, not reading), then the lingering close.
+    pub(crate) fn expire_head(&mut self, now: Instant, scratch: &mut Scratch, name: &str) {
+        self.head_since = None;
+        self.session.head_timeout(&mut scratch.1);
+        self.queue(&mut scratch.1, now, name);
+        (self.out, self.sent) = (Vec::new(), 0); // what it would not take now: dropped
+        if self.phase == Phase::Open {
+            self.phase = Phase::Flushing { linger: true };
         }
+        self.settle(now);
     }
 
     /// The handler: the readiness call said `ready`; do all the I/O that can be done now
@@ -249,49 +233,32 @@ impl ConnState {
     }
 
     /// recv(2) (see lesson 1) until the socket is empty, the budget is spent, the session ends
-    /// the connection, or the connection owes too much to take more.
+    /// the connection, or the connection owes too much to take more. Requests the session held
+    /// back (its per-call budget, `Session::backlog`) go first: nothing new is read until then.
     fn read(&mut self, now: Instant, scratch: &mut Scratch, name: &str) {
         for _ in 0..READS_PER_TURN {
             if !self.may_read() {
                 return; // over OUT_LIMIT or closing: `input_pending` stays set, to come back
             }
-            let n = match recv(self.fd.as_raw_fd(), &mut scratch.input, MsgFlags::empty()) {
-                Ok(0) => {
-                    // EOF: the client half-closed (or closed). Echo owes what it has queued;
-                    // HTTP drops a request cut off half-way. Either way: flush, then close.
-                    self.input_pending = false;
-                    self.phase = match self.phase {
-                        Phase::Open => match self.session.eof() {
-                            Flow::Close { linger } => Phase::Flushing { linger },
-                            Flow::Continue => Phase::Flushing { linger: false },
-                        },
-                        _ => Phase::Closed, // a lingering close got its EOF: done
-                    };
-                    return;
-                }
-                Ok(n) => n,
-                // EAGAIN: the socket is empty. The normal end of every read; not an error.
-                Err(Errno::EAGAIN) => {
-                    self.input_pending = false;
-                    return;
-                }
-                // A signal interrupted the call (cannot really happen without blocking).
-                Err(Errno::EINTR) => continue,
-                // The client reset the connection: the end of this one only.
-                Err(Errno::ECONNRESET) => {
-                    self.phase = Phase::Closed;
-                    return;
-                }
-                Err(e) => {
-                    warn_throttled!("{name}: recv: {e}");
-                    self.phase = Phase::Closed;
-                    return;
-                }
+            // The session's held-back requests go first: no recv until they are answered.
+            let backlog = self.session.backlog() && self.phase == Phase::Open;
+            let n = match backlog {
+                true => 0,
+                false => match self.receive(&mut scratch.0, name) {
+                    Some(n) => n,
+                    None => return, // empty (EAGAIN), EOF, or failed
+                },
             };
             if let Phase::Open = self.phase {
                 self.last_active = now;
-                let flow = self.session.feed(&scratch.input[..n], &mut scratch.output);
-                self.queue(&mut scratch.output, now, name);
+                let flow = self.session.feed(&scratch.0[..n], &mut scratch.1);
+                self.queue(&mut scratch.1, now, name);
+                // A head's clock starts at its first byte, and stops when it is whole.
+                let started = self.head_since.unwrap_or(now);
+                self.head_since = self.session.head_pending().then_some(started);
+                if self.session.backlog() {
+                    return; // held back by the session's budget: the rest next turn
+                }
                 if let (Flow::Close { linger }, Phase::Open) = (flow, self.phase) {
                     // The rest of this read is discarded; the session knew about it when it
                     // chose `linger`. `input_pending` stays as it is: there may be more.
@@ -305,11 +272,47 @@ impl ConnState {
             // event (for epoll, a new edge). One exception: recv(2) returns the data *before* a
             // FIN without reporting the FIN, whose wake-up is then spent — the readiness call
             // told us (`hup`: EPOLLRDHUP/POLLHUP), and we read on to the EOF.
-            if n < scratch.input.len() && !self.hup {
+            if backlog && !self.input_pending && !self.session.backlog() {
+                return; // worked off, and the socket was already empty
+            }
+            if !backlog && n < scratch.0.len() && !self.hup {
                 self.input_pending = false;
                 return;
             }
         } // budget spent: `input_pending` stays set, and the loop comes back
+    }
+
+    /// recv(2) once: the bytes read, or `None` when there is nothing more to read this turn —
+    /// the socket is empty, the client sent EOF, or the connection failed.
+    fn receive(&mut self, buf: &mut [u8], name: &str) -> Option<usize> {
+        loop {
+            match recv(self.fd.as_raw_fd(), buf, MsgFlags::empty()) {
+                Ok(0) => {
+                    // EOF: the client half-closed (or closed). Echo owes what it has queued;
+                    // HTTP drops a request cut off half-way. Flush, then close.
+                    self.input_pending = false;
+                    self.phase = match self.phase {
+                        Phase::Open => match self.session.eof() {
+                            Flow::Close { linger } => Phase::Flushing { linger },
+                            Flow::Continue => Phase::Flushing { linger: false },
+                        },
+                        _ => Phase::Closed, // a lingering close got its EOF: done
+                    };
+                }
+                Ok(n) => return Some(n),
+                // EAGAIN: the socket is empty. The normal end of every read; not an error.
+                Err(Errno::EAGAIN) => self.input_pending = false,
+                // A signal interrupted the call (cannot really happen without blocking).
+                Err(Errno::EINTR) => continue,
+                // The client reset the connection: the end of this one only.
+                Err(Errno::ECONNRESET) => self.phase = Phase::Closed,
+                Err(e) => {
+                    warn_throttled!("{name}: recv: {e}");
+                    self.phase = Phase::Closed;
+                }
+            }
+            return None;
+        }
     }
 
     /// Takes the bytes the session just produced (in the shared scratch) and sends them, after
@@ -346,9 +349,7 @@ impl ConnState {
             self.phase = Phase::Closed;
             return;
         };
-        if taken > 0 {
-            self.last_active = now;
-        }
+        self.last_active = if taken > 0 { now } else { self.last_active };
         self.sent += taken;
         if self.sent == self.out.len() {
             // Drained: give the buffer back, so an idle connection holds no heap at all.

@@ -20,13 +20,37 @@ use server_common::stats::{MAX_WORKERS, Stats};
 use server_common::warn_throttled;
 
 use conn::Scratch;
-pub use conn::{ConnState, Ready, Want};
+pub use conn::{ConnState, Ready};
 
 /// How long accepting pauses after the process ran out of descriptors (see [`Conns::accept`]).
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// The least time between two sweeps for timeouts, so that deadlines spread over many
 /// connections do not turn into a sweep of all of them on every turn.
 pub const SWEEP_EVERY: Duration = Duration::from_millis(100);
+
+// ─── the connection's answer: want read / want write ─────────────────────────────────────────────────────
+
+/// What a connection waits for next; the loop turns it into interest for its readiness call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Want {
+    /// Nothing owed: wait for the client. An idle connection is always here.
+    Read,
+    /// Something owed, and room for more input.
+    ReadWrite,
+    /// Something owed and no more input taken for now: over [`conn::OUT_LIMIT`], or closing.
+    Write,
+    /// Finished: remove the connection (dropping it closes the socket).
+    Close,
+}
+
+impl Want {
+    pub fn read(self) -> bool {
+        matches!(self, Want::Read | Want::ReadWrite)
+    }
+    pub fn write(self) -> bool {
+        matches!(self, Want::ReadWrite | Want::Write)
+    }
+}
 
 // ─── the loop's table of connections ────────────────────────────────────────────────────────
 
@@ -56,7 +80,7 @@ impl Conns {
         Conns {
             slots: Vec::new(),
             open: 0,
-            scratch: Scratch::new(),
+            scratch: (vec![0; conn::SCRATCH].into_boxed_slice(), Vec::new()),
             config: args.session_config(),
             idle: args.idle_timeout(),
             stats,
@@ -189,8 +213,10 @@ impl Conns {
             return Want::Close;
         };
         let want = conn.on_ready(ready, now, &mut self.scratch, self.name);
-        let lingering = conn.lingering_until();
-        self.note_deadline(lingering); // a lingering close must end on time, idle timeout or not
+        // A lingering close, and a head that started arriving, must end on time, however long
+        // the idle timeout.
+        let deadline = conn.deadline(None);
+        self.note_deadline(deadline);
         want
     }
 
@@ -213,8 +239,9 @@ impl Conns {
 
     /// The sweep: takes every connection past its deadline — silent for `--idle-timeout`, or
     /// lingering for [`LINGER`](server_common::net::LINGER) — out of the table and hands it
-    /// back; dropping it closes the socket. O(connections), so it runs only when the earliest
-    /// deadline is due, and at most once per [`SWEEP_EVERY`].
+    /// back; dropping it closes the socket. A request head past `--head-timeout` gets its 408
+    /// and a lingering close instead, and stays. O(connections), so it runs only when the
+    /// earliest deadline is due, and at most once per [`SWEEP_EVERY`].
     pub fn sweep(&mut self, now: Instant) -> Vec<ConnState> {
         let mut expired = Vec::new();
         if self.next_sweep.is_none_or(|t| now < t) {
@@ -222,7 +249,13 @@ impl Conns {
         }
         let mut next: Option<Instant> = None;
         for slot in &mut self.slots {
-            let Some(deadline) = slot.as_ref().and_then(|c| c.deadline(self.idle)) else {
+            let Some(conn) = slot.as_mut() else {
+                continue;
+            };
+            if conn.head_deadline().is_some_and(|h| h <= now) {
+                conn.expire_head(now, &mut self.scratch, self.name); // now lingering
+            }
+            let Some(deadline) = conn.deadline(self.idle) else {
                 continue;
             };
             if deadline <= now {

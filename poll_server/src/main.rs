@@ -53,7 +53,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use nix::errno::Errno;
-use nix::poll::{PollFd, PollFlags, poll};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nonblocking_busy_server::{Conns, Ready, Want, millis}; // lesson 7: the connection and its table
 use server_common::cli::CommonArgs;
 use server_common::net::{self, Blocking};
@@ -109,7 +109,14 @@ fn run(args: Args) -> Result<(), SetupError> {
 
         // poll(2): copies the array in, checks every socket, sleeps until one is ready or the
         // next deadline (in whole milliseconds, rounded up: lesson 7), writes `revents` back.
-        match poll(&mut pollfds, millis(conns.timeout(now))) {
+        // Requests a session held back (lesson 7's per-call budget) are in no socket any more:
+        // poll cannot report them, so it must not sleep while any wait.
+        let again = conns.iter().any(|(_, c)| c.needs_revisit());
+        let timeout = match again {
+            true => PollTimeout::ZERO,
+            false => millis(conns.timeout(now)),
+        };
+        match poll(&mut pollfds, timeout) {
             Ok(_) => {}
             Err(Errno::EINTR) => continue, // a signal (ours are blocked; a debugger's are not)
             Err(e) => {
@@ -126,12 +133,16 @@ fn run(args: Args) -> Result<(), SetupError> {
         let mut i = 1;
         while i < pollfds.len() {
             // `None`: flags nix does not know; treat them as "try everything".
-            let revents = pollfds[i].revents().unwrap_or(PollFlags::all());
+            let mut revents = pollfds[i].revents().unwrap_or(PollFlags::all());
+            let fd = pollfds[i].as_fd().as_raw_fd();
+            if again && conns.get(fd).is_some_and(|c| c.needs_revisit()) {
+                revents |= PollFlags::POLLIN; // its held-back requests, as if readable
+            }
             if revents.is_empty() {
                 i += 1;
                 continue;
             }
-            let (fd, ready) = (pollfds[i].as_fd().as_raw_fd(), ready_from(revents));
+            let ready = ready_from(revents);
             match handle_conn(&mut conns, fd, ready, now) {
                 Some(events) => {
                     pollfds[i].set_events(events);

@@ -110,7 +110,11 @@ fn run(args: Args) -> Result<(), SetupError> {
         if conns.accepting(now) {
             readfds.insert(listener.as_fd()); // not while paused on EMFILE: it would spin
         }
+        // Requests a session held back (lesson 7's per-call budget) are in no socket any more:
+        // select cannot report them, so the loop must not sleep while any wait.
+        let mut again = false;
         for (_, conn) in conns.iter() {
+            again |= conn.needs_revisit();
             let want = conn.want();
             if want.read() {
                 readfds.insert(conn.as_fd());
@@ -123,7 +127,10 @@ fn run(args: Args) -> Result<(), SetupError> {
         // select(2): nfds = highest descriptor + 1 (nix computes it); sleeps until a socket
         // is ready or the next deadline. The timeout is a `timeval` it may modify, so a fresh
         // one each turn.
-        let mut timeout = conns.timeout(now).map(timeval);
+        let mut timeout = match again {
+            true => Some(TimeVal::new(0, 0)),
+            false => conns.timeout(now).map(timeval),
+        };
         match select(None, &mut readfds, &mut writefds, None, timeout.as_mut()) {
             Ok(_) => {}
             Err(Errno::EINTR) => continue, // a signal (ours are blocked; a debugger's are not)
@@ -141,7 +148,7 @@ fn run(args: Args) -> Result<(), SetupError> {
         ready_fds.clear();
         for (fd, conn) in conns.iter() {
             let (r, w) = (
-                readfds.contains(conn.as_fd()),
+                readfds.contains(conn.as_fd()) || conn.needs_revisit(),
                 writefds.contains(conn.as_fd()),
             );
             if r || w {

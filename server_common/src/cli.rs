@@ -44,6 +44,11 @@ pub struct CommonArgs {
     /// Close a connection silent for this many seconds (0: never).
     #[arg(long = "idle-timeout", default_value_t = 60, value_name = "SECS")]
     pub idle_timeout: u64,
+
+    /// A request head must arrive whole within this many seconds of its first byte, or the
+    /// server answers 408 and closes (0: no limit).
+    #[arg(long = "head-timeout", default_value_t = 10, value_name = "SECS")]
+    pub head_timeout: u64,
 }
 
 impl CommonArgs {
@@ -53,12 +58,18 @@ impl CommonArgs {
             proto: self.proto,
             work_units: self.work,
             delay: Duration::from_millis(self.delay_ms),
+            head_timeout: self.head_timeout(),
         }
     }
 
     /// `--idle-timeout` as a `Duration`, or `None` when it is disabled.
     pub fn idle_timeout(&self) -> Option<Duration> {
         (self.idle_timeout > 0).then(|| Duration::from_secs(self.idle_timeout))
+    }
+
+    /// `--head-timeout` as a `Duration`, or `None` when it is disabled.
+    pub fn head_timeout(&self) -> Option<Duration> {
+        (self.head_timeout > 0).then(|| Duration::from_secs(self.head_timeout))
     }
 }
 

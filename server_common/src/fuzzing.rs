@@ -67,7 +67,12 @@ fn feed(proto: Proto, stream: &[u8], cuts: &[usize]) -> Outcome {
     let mut closed = false;
     let mut start = 0;
     for &end in cuts {
-        if let Flow::Close { .. } = session.feed(&stream[start..end], &mut out) {
+        // As a server does: feed the read, then work off any backlog before reading again.
+        let mut flow = session.feed(&stream[start..end], &mut out);
+        while flow == Flow::Continue && session.backlog() {
+            flow = session.feed(&[], &mut out);
+        }
+        if let Flow::Close { .. } = flow {
             closed = true;
             break;
         }
@@ -105,6 +110,7 @@ fn known() -> &'static [Vec<u8>] {
         .collect();
         for r in [
             Refusal::BadRequest,
+            Refusal::RequestTimeout,
             Refusal::HeadTooLarge,
             Refusal::NotImplemented,
             Refusal::VersionNotSupported,

@@ -2,9 +2,10 @@
 //!
 //! It answers every request `200 OK` with a fixed body, so what differs between servers is the
 //! concurrency model and never the protocol. What it gets right, unlike the seeds' servers:
-//! keep-alive, pipelining split at any byte, `Content-Length` bodies read and discarded,
-//! `Expect: 100-continue`, `HEAD` without a body, and a clean error-then-close for malformed,
-//! oversized, chunked or non-1.x requests.
+//! keep-alive, pipelining split at any byte, `Content-Length` and chunked bodies read and
+//! discarded (with limits), `Expect: 100-continue`, `HEAD` without a body, a clean
+//! error-then-close for malformed, oversized, smuggling-prone or non-1.x requests, and a bounded
+//! amount of work per call, so one pipelining client cannot keep a loop to itself.
 
 use std::io::Write;
 use std::sync::atomic::Ordering::Relaxed;
@@ -15,6 +16,20 @@ use crate::stats::Counters;
 /// The largest head (request line + headers + the empty line) we accept, as nginx's default
 /// `large_client_header_buffers` is 8 KiB. Beyond it: 431.
 pub const MAX_HEAD: usize = 8 * 1024;
+
+/// Empty lines tolerated before a request line (RFC 9112 §2.2: "SHOULD ignore at least one");
+/// one more is a client sending nothing but line ends: 400.
+pub const MAX_BLANK_LINES: u8 = 2;
+
+/// Requests answered per call of `feed` at most. The rest of the input waits in the session
+/// until the caller calls again (`Session::backlog`): one read of minimal pipelined requests
+/// (some 4,600 in 64 KiB) would otherwise be answered whole in one turn of an event loop, with
+/// `--work` seconds of stall for every other connection.
+pub const ANSWERS_PER_FEED: usize = 16;
+
+/// A chunk-size line's extensions (`;name=value`) may take this many bytes; trailers, in all,
+/// `MAX_HEAD`. Beyond them: 400, as nginx does for oversized chunk lines.
+pub const MAX_CHUNK_EXT: usize = 1024;
 
 /// The body every `200 OK` carries.
 pub const BODY: &[u8] = b"Hello, world!\n";
@@ -51,6 +66,8 @@ pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
     BadRequest,
+    /// The head did not arrive whole within `--head-timeout` of its first byte.
+    RequestTimeout,
     HeadTooLarge,
     NotImplemented,
     VersionNotSupported,
@@ -60,14 +77,13 @@ impl Refusal {
     fn status(self) -> (u16, &'static str, &'static str) {
         match self {
             Refusal::BadRequest => (400, "Bad Request", "bad request\n"),
+            Refusal::RequestTimeout => (408, "Request Timeout", "request head too slow\n"),
             Refusal::HeadTooLarge => (
                 431,
                 "Request Header Fields Too Large",
                 "request head over 8 KiB\n",
             ),
-            Refusal::NotImplemented => {
-                (501, "Not Implemented", "transfer-encoding not supported\n")
-            }
+            Refusal::NotImplemented => (501, "Not Implemented", "transfer coding not supported\n"),
             Refusal::VersionNotSupported => (505, "HTTP Version Not Supported", "HTTP/1.x only\n"),
         }
     }
@@ -115,32 +131,176 @@ impl Answer {
     }
 }
 
+/// How the body of a request is framed (RFC 9112 §6.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Framing {
+    /// No body: neither header.
+    None,
+    Length(u64),
+    Chunked,
+}
+
 /// A parsed request head: only what decides the response.
 #[derive(Debug, PartialEq, Eq)]
 struct Head {
     answer: Answer,
-    body_len: u64,
+    framing: Framing,
     expect_continue: bool,
+}
+
+/// Where a chunked body's reader stands (RFC 9112 §7.1), kept between reads. Every byte of
+/// framing is looked at once; chunk data is skipped in bulk and never copied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Chunk {
+    /// In a chunk-size line: the size so far and how many hex digits it had.
+    Size { size: u64, digits: u8 },
+    /// In a chunk-size line's extensions (after `;` or whitespace): how many bytes so far.
+    Ext { size: u64, len: usize },
+    /// After the chunk-size line's CR: its LF.
+    SizeLf { size: u64 },
+    /// In chunk data: bytes still to skip.
+    Data(u64),
+    /// After chunk data: its CR (or a bare LF).
+    DataCr,
+    /// After chunk data's CR: its LF.
+    DataLf,
+    /// At the start of a trailer line, or of the empty line that ends the body; the trailer
+    /// bytes so far.
+    TrailerStart { total: usize },
+    /// Inside a trailer field line.
+    Trailer { total: usize },
+    /// After the final empty line's CR: its LF.
+    EndLf,
+}
+
+/// What a body's reader says after a slice of input.
+enum BodyRead {
+    /// Still in the body: every byte was used.
+    More,
+    /// The body ended after `n` bytes of this slice.
+    Done(usize),
+    /// The framing is broken (bad hex, an overflowing size, oversized extensions or trailers).
+    Bad,
+}
+
+impl Chunk {
+    const START: Chunk = Chunk::Size { size: 0, digits: 0 };
+
+    /// Reads as much of `data` as belongs to the body.
+    fn read(&mut self, data: &[u8]) -> BodyRead {
+        let mut i = 0;
+        while i < data.len() {
+            if let Chunk::Data(left) = *self {
+                // Chunk data, skipped in bulk.
+                let n = left.min((data.len() - i) as u64);
+                i += n as usize;
+                *self = if left == n {
+                    Chunk::DataCr
+                } else {
+                    Chunk::Data(left - n)
+                };
+                continue;
+            }
+            let b = data[i];
+            i += 1;
+            *self = match (*self, b) {
+                (Chunk::Size { size, digits }, _) if b.is_ascii_hexdigit() => {
+                    // 16 hex digits fill a u64; a 17th can only overflow it.
+                    let d = u64::from((b as char).to_digit(16).unwrap_or(0)); // a hex digit
+                    match size.checked_mul(16).and_then(|s| s.checked_add(d)) {
+                        Some(size) if digits < 16 => Chunk::Size {
+                            size,
+                            digits: digits + 1,
+                        },
+                        _ => return BodyRead::Bad,
+                    }
+                }
+                (Chunk::Size { digits: 0, .. }, _) => return BodyRead::Bad, // no size at all
+                (Chunk::Size { size, .. }, b';' | b' ' | b'\t') => Chunk::Ext { size, len: 1 },
+                (Chunk::Size { size, .. } | Chunk::Ext { size, .. }, b'\r') => {
+                    Chunk::SizeLf { size }
+                }
+                (
+                    Chunk::Size { size, .. } | Chunk::Ext { size, .. } | Chunk::SizeLf { size },
+                    b'\n',
+                ) => {
+                    if size == 0 {
+                        Chunk::TrailerStart { total: 0 }
+                    } else {
+                        Chunk::Data(size)
+                    }
+                }
+                (Chunk::Ext { size, len }, _) if len < MAX_CHUNK_EXT && !is_ctl(b) => {
+                    Chunk::Ext { size, len: len + 1 }
+                }
+                (Chunk::DataCr, b'\r') => Chunk::DataLf,
+                (Chunk::DataCr | Chunk::DataLf, b'\n') => Chunk::START,
+                (Chunk::TrailerStart { .. }, b'\r') => Chunk::EndLf,
+                (Chunk::TrailerStart { .. } | Chunk::EndLf, b'\n') => return BodyRead::Done(i),
+                (Chunk::Trailer { total }, b'\n') => Chunk::TrailerStart { total: total + 1 },
+                (Chunk::TrailerStart { total } | Chunk::Trailer { total }, _)
+                    if total < MAX_HEAD && (!is_ctl(b) || b == b'\r') =>
+                {
+                    Chunk::Trailer { total: total + 1 }
+                }
+                _ => return BodyRead::Bad,
+            };
+        }
+        BodyRead::More
+    }
+}
+
+/// A control byte other than tab: never allowed in a header value or chunk extension.
+fn is_ctl(b: u8) -> bool {
+    (b < 0x20 && b != b'\t') || b == 0x7f
+}
+
+/// The body being read and discarded, between reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Body {
+    #[default]
+    None,
+    /// A `Content-Length` body: bytes still to come.
+    Length(u64),
+    Chunked(Chunk),
 }
 
 /// The HTTP state of one connection, between reads.
 #[derive(Debug, Default)]
 pub(crate) struct Http {
-    /// The start of a head that has not fully arrived. Empty most of the time: a whole request
-    /// in one read is parsed in place, without a copy.
+    /// Input not yet answered: the start of a head that has not fully arrived, or — when the
+    /// last call's budget ran out (`backlog`) — whole requests waiting their turn. Empty most of
+    /// the time: a whole request in one read is parsed in place, without a copy.
     pending: Vec<u8>,
     /// How much of `pending` is known to hold no end-of-head, so a head dribbled one byte at a
     /// time is scanned once in all, not once per byte.
     scanned: usize,
-    /// Bytes of a `Content-Length` body still to read and discard.
-    body_left: u64,
+    /// The body being read and discarded.
+    body: Body,
     /// The response owed once that body has arrived.
     after_body: Option<Answer>,
+    /// Empty lines since the last request (see [`MAX_BLANK_LINES`]).
+    blank_lines: u8,
+    /// The last call stopped at [`ANSWERS_PER_FEED`] with input left in `pending`.
+    backlog: bool,
 }
 
 impl Http {
     pub(crate) fn buffered(&self) -> usize {
         self.pending.len()
+    }
+
+    /// Whether part of a request head has arrived — an empty line before it counts — and the
+    /// rest has not: the time a server gives it is `--head-timeout`, counted from here.
+    pub(crate) fn head_pending(&self) -> bool {
+        !self.backlog
+            && self.body == Body::None
+            && (!self.pending.is_empty() || self.blank_lines > 0)
+    }
+
+    /// Whether input is waiting in the session because the last call's budget ran out.
+    pub(crate) fn backlog(&self) -> bool {
+        self.backlog
     }
 
     pub(crate) fn feed(
@@ -157,8 +317,9 @@ impl Http {
             }
             flow
         } else {
-            // Part of a head is waiting: glue the new bytes on and parse from its start. The
-            // carried part is under MAX_HEAD, so this copies at most 8 KiB plus one read.
+            // Part of a head, or a backlog, is waiting: glue the new bytes on and parse from its
+            // start. The carried part is under MAX_HEAD, or one read's backlog (and then the
+            // caller, told by `backlog`, calls with no new bytes until it is worked off).
             let mut data = std::mem::take(&mut self.pending);
             data.extend_from_slice(input);
             let (flow, used) = self.run(&data, out, config, counters);
@@ -170,8 +331,9 @@ impl Http {
         }
     }
 
-    /// Serves every complete request in `data`. Returns the verdict and how many bytes were
-    /// used; on `Continue` the rest is the start of a head, which the caller keeps.
+    /// Serves the complete requests in `data`, [`ANSWERS_PER_FEED`] at most. Returns the
+    /// verdict and how many bytes were used; on `Continue` the rest is the start of a head, or
+    /// requests left for the next call (`backlog`), which the caller keeps.
     fn run(
         &mut self,
         data: &[u8],
@@ -181,31 +343,60 @@ impl Http {
     ) -> (Flow, usize) {
         let mut pos = 0;
         let mut scan_from = std::mem::take(&mut self.scanned);
+        let mut answered = 0;
+        self.backlog = false;
         loop {
             // 1. A body still owed: discard what has arrived of it.
-            if self.body_left > 0 {
-                let n = self.body_left.min((data.len() - pos) as u64);
-                pos += n as usize;
-                self.body_left -= n;
-                if self.body_left > 0 {
-                    return (Flow::Continue, pos);
+            match &mut self.body {
+                Body::None => {}
+                Body::Length(left) => {
+                    let n = (*left).min((data.len() - pos) as u64);
+                    pos += n as usize;
+                    *left -= n;
+                    if *left > 0 {
+                        return (Flow::Continue, pos);
+                    }
+                    self.body = Body::None;
+                }
+                Body::Chunked(chunk) => match chunk.read(&data[pos..]) {
+                    BodyRead::More => return (Flow::Continue, data.len()),
+                    BodyRead::Done(n) => {
+                        pos += n;
+                        self.body = Body::None;
+                    }
+                    BodyRead::Bad => {
+                        self.after_body = None;
+                        return refuse(Refusal::BadRequest, data.len(), out, counters);
+                    }
+                },
+            }
+            if let Some(answer) = self.after_body.take() {
+                answered += 1;
+                if let Some(flow) = respond(answer, out, config, counters) {
+                    return (flow, data.len());
                 }
             }
-            if let Some(answer) = self.after_body.take()
-                && let Some(flow) = respond(answer, data.len() - pos, out, config, counters)
-            {
-                return (flow, data.len());
+
+            // 2. The turn's budget: what is left waits for the next call.
+            if answered >= ANSWERS_PER_FEED && pos < data.len() {
+                self.backlog = true;
+                return (Flow::Continue, pos);
             }
 
-            // 2. RFC 9112 §2.2: ignore empty lines before a request line.
+            // 3. RFC 9112 §2.2: ignore an empty line or two before a request line; a client
+            //    sending nothing but line ends is refused, not waited for.
             while let Some(n) = empty_line_at(&data[pos..]) {
                 pos += n;
+                self.blank_lines += 1;
+                if self.blank_lines > MAX_BLANK_LINES {
+                    return refuse(Refusal::BadRequest, data.len(), out, counters);
+                }
             }
             if pos == data.len() {
                 return (Flow::Continue, pos);
             }
 
-            // 3. Find the end of the head; without it, wait for more bytes — unless it is
+            // 4. Find the end of the head; without it, wait for more bytes — unless it is
             //    already too long to be acceptable.
             let Some(end) = find_head_end(&data[pos..], scan_from) else {
                 if data.len() - pos > MAX_HEAD {
@@ -223,28 +414,43 @@ impl Http {
                 Err(refusal) => return refuse(refusal, data.len(), out, counters),
             };
             pos += end;
+            self.blank_lines = 0;
 
-            // 4. Answer now, or once the body has been read.
-            if head.body_len > 0 {
+            // 5. Answer now, or once the body has been read.
+            self.body = match head.framing {
+                Framing::None | Framing::Length(0) => Body::None,
+                Framing::Length(n) => Body::Length(n),
+                Framing::Chunked => Body::Chunked(Chunk::START),
+            };
+            if self.body == Body::None {
+                answered += 1;
+                if let Some(flow) = respond(head.answer, out, config, counters) {
+                    return (flow, data.len());
+                }
+            } else {
                 if head.expect_continue {
                     out.extend_from_slice(CONTINUE);
                 }
-                self.body_left = head.body_len;
                 self.after_body = Some(head.answer);
-            } else if let Some(flow) = respond(head.answer, data.len() - pos, out, config, counters)
-            {
-                return (flow, data.len());
             }
         }
+    }
+
+    /// `--head-timeout` expired with a head incomplete: 408, and the close lingers (the client
+    /// may still be sending the rest).
+    pub(crate) fn head_timeout(&mut self, out: &mut Vec<u8>, counters: &Counters) -> Flow {
+        self.pending = Vec::new();
+        refuse(Refusal::RequestTimeout, 0, out, counters).0
     }
 }
 
 /// Runs the request's simulated work, counts it, appends the response. Returns the `Close`
-/// verdict if the connection ends here; `unread` bytes behind this request mean the close must
-/// linger.
+/// verdict if the connection ends here. That close always lingers: more pipelined bytes may
+/// be in the socket or still on their way — a request that ends exactly where a read ended
+/// says nothing of what follows — and a close with unread bytes becomes an RST that can destroy
+/// this very response in the client's kernel.
 fn respond(
     answer: Answer,
-    unread: usize,
     out: &mut Vec<u8>,
     config: &Config,
     counters: &Counters,
@@ -254,7 +460,7 @@ fn respond(
     // summary's count (docs/contract.md §6).
     counters.requests.fetch_add(1, Relaxed);
     out.extend_from_slice(answer.bytes());
-    (answer.keep == Keep::Close).then_some(Flow::Close { linger: unread > 0 })
+    (answer.keep == Keep::Close).then_some(Flow::Close { linger: true })
 }
 
 fn refuse(refusal: Refusal, used: usize, out: &mut Vec<u8>, counters: &Counters) -> (Flow, usize) {
@@ -329,8 +535,9 @@ fn parse_head(head: &[u8]) -> Result<Head, Refusal> {
     };
 
     let mut content_length: Option<u64> = None;
-    let (mut close, mut keep_alive, mut chunked, mut expect_continue) =
-        (false, false, false, false);
+    // Transfer codings, in the order applied, over every Transfer-Encoding line.
+    let mut codings: Vec<&[u8]> = Vec::new();
+    let (mut close, mut keep_alive, mut expect_continue) = (false, false, false);
     for line in lines {
         if line.is_empty() {
             break; // the empty line that ends the head
@@ -347,7 +554,7 @@ fn parse_head(head: &[u8]) -> Result<Head, Refusal> {
         // A bare CR or any other control byte in a value is refused (RFC 9112 §2.2), as is
         // whitespace between name and colon (§5.1), which `is_token` rejects.
         let value = trim_ows(&line[colon + 1..]);
-        if !is_token(name) || value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        if !is_token(name) || value.iter().any(|&b| is_ctl(b)) {
             return Err(Refusal::BadRequest);
         }
         if name.eq_ignore_ascii_case(b"content-length") {
@@ -358,7 +565,7 @@ fn parse_head(head: &[u8]) -> Result<Head, Refusal> {
             }
             content_length = Some(n);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            chunked = true;
+            codings.extend(value.split(|&b| b == b',').map(trim_ows));
         } else if name.eq_ignore_ascii_case(b"connection") {
             for option in value.split(|&b| b == b',').map(trim_ows) {
                 close |= option.eq_ignore_ascii_case(b"close");
@@ -368,9 +575,26 @@ fn parse_head(head: &[u8]) -> Result<Head, Refusal> {
             expect_continue = value.eq_ignore_ascii_case(b"100-continue");
         }
     }
-    if chunked {
-        return Err(Refusal::NotImplemented);
-    }
+    // RFC 9112 §6.1–6.3. Both headers: a front end and this server could disagree on where
+    // the body ends (request smuggling): refused. So is a list with an empty member, chunked
+    // anywhere but last (the body's end could not be found), or transfer coding in HTTP/1.0.
+    // A coding other than chunked is one we do not implement: 501.
+    let framing = match (codings.as_slice(), content_length) {
+        ([], None) => Framing::None,
+        ([], Some(n)) => Framing::Length(n),
+        (_, Some(_)) => return Err(Refusal::BadRequest),
+        _ if minor == 0 || codings.iter().any(|c| c.is_empty()) => {
+            return Err(Refusal::BadRequest);
+        }
+        ([.., last], None) if !last.eq_ignore_ascii_case(b"chunked") => {
+            if codings.iter().any(|c| c.eq_ignore_ascii_case(b"chunked")) {
+                return Err(Refusal::BadRequest);
+            }
+            return Err(Refusal::NotImplemented);
+        }
+        ([_, _, ..], None) => return Err(Refusal::NotImplemented), // e.g. gzip, chunked
+        ([_], None) => Framing::Chunked,
+    };
     let keep = match (close, minor, keep_alive) {
         (true, _, _) => Keep::Close,
         (false, 1.., _) => Keep::Alive,
@@ -382,7 +606,7 @@ fn parse_head(head: &[u8]) -> Result<Head, Refusal> {
             keep,
             head_only: method == b"HEAD",
         },
-        body_len: content_length.unwrap_or(0),
+        framing,
         // A 100 response must not be sent to an HTTP/1.0 client (RFC 9110 §10.1.1).
         expect_continue: expect_continue && minor >= 1,
     })
@@ -438,6 +662,7 @@ mod tests {
         }
         for refusal in [
             Refusal::BadRequest,
+            Refusal::RequestTimeout,
             Refusal::HeadTooLarge,
             Refusal::NotImplemented,
             Refusal::VersionNotSupported,
@@ -478,10 +703,11 @@ mod tests {
     }
 
     #[test]
-    fn connection_close_closes_without_linger() {
+    fn connection_close_closes_with_a_linger() {
+        // Lingering whether or not bytes follow in this read: more may still be on their way.
         let (out, flow) = serve(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
         assert_eq!(out, OK_CLOSE);
-        assert_eq!(flow, Flow::Close { linger: false });
+        assert_eq!(flow, Flow::Close { linger: true });
     }
 
     #[test]
@@ -489,7 +715,7 @@ mod tests {
         let (out, flow) = serve(b"GET / HTTP/1.1\r\nConnection: Upgrade ,  CLOSE\r\n\r\n");
         assert_eq!(
             (out.as_slice(), flow),
-            (OK_CLOSE, Flow::Close { linger: false })
+            (OK_CLOSE, Flow::Close { linger: true })
         );
     }
 
@@ -498,7 +724,7 @@ mod tests {
         let (out, flow) = serve(b"GET / HTTP/1.0\r\n\r\n");
         assert_eq!(
             (out.as_slice(), flow),
-            (OK_CLOSE, Flow::Close { linger: false })
+            (OK_CLOSE, Flow::Close { linger: true })
         );
         let (out, flow) = serve(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
         assert_eq!((out.as_slice(), flow), (OK_KEEP_ALIVE_10, Flow::Continue));
@@ -515,7 +741,7 @@ mod tests {
     fn pipelined_requests_are_answered_in_order() {
         let (out, flow) = serve(b"GET / HTTP/1.1\r\n\r\nHEAD / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\nConnection: close\r\n\r\n");
         assert_eq!(out, [OK_KEEP_ALIVE, HEAD_KEEP_ALIVE, OK_CLOSE].concat());
-        assert_eq!(flow, Flow::Close { linger: false });
+        assert_eq!(flow, Flow::Close { linger: true });
     }
 
     #[test]
@@ -576,8 +802,20 @@ mod tests {
     }
 
     #[test]
-    fn empty_lines_before_a_request_are_ignored() {
-        assert_eq!(serve(b"\r\n\r\n\nGET / HTTP/1.1\r\n\r\n").0, OK_KEEP_ALIVE);
+    fn an_empty_line_or_two_before_a_request_is_ignored_and_a_third_refused() {
+        assert_eq!(serve(b"\r\n\nGET / HTTP/1.1\r\n\r\n").0, OK_KEEP_ALIVE);
+        assert_eq!(refused(b"\r\n\n\r\nGET / HTTP/1.1\r\n\r\n"), 400);
+        // Counted across reads, and afresh after each request.
+        let mut s = Session::new(Config::new(Proto::Http), Counters::detached());
+        let mut out = Vec::new();
+        assert_eq!(s.feed(b"\r\n", &mut out), Flow::Continue);
+        assert_eq!(
+            s.feed(b"\r\nGET / HTTP/1.1\r\n\r\n\r\n\r\n", &mut out),
+            Flow::Continue
+        );
+        assert_eq!(s.feed(b"\r\n", &mut out), Flow::Close { linger: true });
+        assert_eq!(out[..OK_KEEP_ALIVE.len()], *OK_KEEP_ALIVE);
+        assert!(text(&out[OK_KEEP_ALIVE.len()..]).starts_with("HTTP/1.1 400"));
     }
 
     fn refused(input: &[u8]) -> u16 {
@@ -621,14 +859,136 @@ mod tests {
     }
 
     #[test]
-    fn other_versions_get_505_and_chunked_gets_501() {
+    fn other_versions_get_505_and_other_transfer_codings_501() {
         assert_eq!(refused(b"GET / HTTP/2.0\r\n\r\n"), 505);
+        for te in ["gzip", "gzip, chunked", "identity"] {
+            let req = format!("POST / HTTP/1.1\r\nTransfer-Encoding: {te}\r\n\r\n");
+            assert_eq!(refused(req.as_bytes()), 501, "{te}");
+        }
+    }
+
+    const CHUNKED: &[u8] = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\
+        5\r\nhello\r\n1A;name=value\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-Trailer: t\r\n\r\n";
+
+    #[test]
+    fn a_chunked_body_is_read_and_discarded_split_at_every_byte() {
+        let stream = [CHUNKED, b"GET / HTTP/1.1\r\n\r\n"].concat();
+        for cut in 0..=stream.len() {
+            let mut s = Session::new(Config::new(Proto::Http), Counters::detached());
+            let mut out = Vec::new();
+            assert_eq!(
+                s.feed(&stream[..cut], &mut out),
+                Flow::Continue,
+                "cut at {cut}"
+            );
+            assert_eq!(
+                s.feed(&stream[cut..], &mut out),
+                Flow::Continue,
+                "cut at {cut}"
+            );
+            assert_eq!(out, [OK_KEEP_ALIVE, OK_KEEP_ALIVE].concat(), "cut at {cut}");
+            assert_eq!(s.buffered(), 0);
+        }
+        // Bare LF framing, upper-case hex, no trailers, a chunked HEAD's answer has no body.
         assert_eq!(
-            refused(
-                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
-            ),
-            501
+            serve(b"PUT / HTTP/1.1\nTransfer-Encoding: Chunked\n\nA\n0123456789\n0\n\n").0,
+            OK_KEEP_ALIVE
         );
+        assert_eq!(
+            serve(b"HEAD / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n").0,
+            HEAD_KEEP_ALIVE
+        );
+    }
+
+    #[test]
+    fn chunked_framing_that_could_be_misread_gets_400() {
+        let head = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let long_ext = format!("1;{}\r\nx\r\n0\r\n\r\n", "e".repeat(MAX_CHUNK_EXT));
+        let long_trailer = format!("0\r\nX: {}\r\n\r\n", "t".repeat(MAX_HEAD));
+        for body in [
+            "g\r\n",                    // not hex
+            "\r\n",                     // no size at all
+            "10000000000000000\r\n",    // 17 hex digits: over u64
+            "5\r\nhelloX\r\n",          // data longer than its size
+            "5\rhello\r\n",             // CR without LF
+            "1;a\0b\r\nx\r\n0\r\n\r\n", // a control byte in an extension
+            long_ext.as_str(),
+            long_trailer.as_str(),
+        ] {
+            let req = format!("{head}{body}");
+            assert_eq!(refused(req.as_bytes()), 400, "{body:?}");
+        }
+        // Smuggling-prone heads.
+        for bad in [
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: ,chunked\r\n\r\n",
+            "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            assert_eq!(refused(bad.as_bytes()), 400, "{bad:?}");
+        }
+        // The largest size that fits is only a size; the body then simply goes on.
+        let mut s = Session::new(Config::new(Proto::Http), Counters::detached());
+        let req = format!("{head}FFFFFFFFFFFFFFFF\r\n");
+        assert_eq!(s.feed(req.as_bytes(), &mut Vec::new()), Flow::Continue);
+    }
+
+    #[test]
+    fn one_call_answers_a_bounded_number_of_pipelined_requests() {
+        let n = 2 * ANSWERS_PER_FEED + 3;
+        let stream = b"GET / HTTP/1.1\r\n\r\n".repeat(n);
+        let mut s = Session::new(Config::new(Proto::Http), Counters::detached());
+        let mut out = Vec::new();
+        assert_eq!(s.feed(&stream, &mut out), Flow::Continue);
+        assert_eq!(out, OK_KEEP_ALIVE.repeat(ANSWERS_PER_FEED));
+        assert!(
+            s.backlog() && !s.head_pending(),
+            "a backlog is not a slow head"
+        );
+        assert_eq!(s.buffered(), stream.len() - ANSWERS_PER_FEED * 18);
+        out.clear();
+        assert_eq!(s.feed(&[], &mut out), Flow::Continue);
+        assert_eq!(out, OK_KEEP_ALIVE.repeat(ANSWERS_PER_FEED));
+        out.clear();
+        assert_eq!(s.feed(&[], &mut out), Flow::Continue);
+        assert_eq!(out, OK_KEEP_ALIVE.repeat(3));
+        assert!(!s.backlog());
+        assert_eq!(s.buffered(), 0);
+    }
+
+    #[test]
+    fn a_partial_head_is_pending_until_complete_or_timed_out() {
+        let counters = Counters::detached();
+        let mut s = Session::new(Config::new(Proto::Http), counters);
+        let mut out = Vec::new();
+        assert!(!s.head_pending(), "nothing yet");
+        s.feed(b"\r\n", &mut out);
+        assert!(
+            s.head_pending(),
+            "an empty line before a request starts its clock"
+        );
+        s.feed(b"GET / HT", &mut out);
+        assert!(s.head_pending());
+        s.feed(b"TP/1.1\r\n\r\n", &mut out);
+        assert!(!s.head_pending());
+        s.feed(
+            b"POST / HTTP/1.1\r\nContent-Length: 9\r\n\r\nbody",
+            &mut out,
+        );
+        assert!(!s.head_pending(), "a body on its way is not a head");
+        s.feed(b"more!GET", &mut out);
+        assert!(s.head_pending());
+        out.clear();
+        assert_eq!(s.head_timeout(&mut out), Flow::Close { linger: true });
+        assert!(
+            text(&out).starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+            "{}",
+            text(&out)
+        );
+        assert_eq!(counters.errors.load(Relaxed), 1);
+        assert!(s.is_done());
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub struct Config {
     pub work_units: u32,
     /// `--delay-ms`: blocking sleep per HTTP request or per echoed read.
     pub delay: Duration,
+    /// `--head-timeout`: how long a request head may take from its first byte (`None`: no
+    /// limit). The session keeps no clock: the server measures it ([`Session::head_pending`]).
+    pub head_timeout: Option<Duration>,
 }
 
 impl Config {
@@ -43,6 +46,7 @@ impl Config {
             proto,
             work_units: 0,
             delay: Duration::ZERO,
+            head_timeout: None,
         }
     }
 
@@ -126,12 +130,44 @@ impl Session {
         Flow::Close { linger: false }
     }
 
+    /// Whether part of an HTTP request head has arrived and the rest has not. A server gives a
+    /// head `--head-timeout` from its first byte (nginx's `client_header_timeout`), then calls
+    /// [`Session::head_timeout`]: every model keeps the clock, since only it knows the time.
+    pub fn head_pending(&self) -> bool {
+        matches!(&self.state, State::Http(h) if h.head_pending())
+    }
+
+    /// `--head-timeout`, for the server's clock.
+    pub fn head_limit(&self) -> Option<Duration> {
+        self.config.head_timeout
+    }
+
+    /// The head deadline passed while [`Session::head_pending`]: appends `408 Request Timeout`
+    /// to `out`; the connection closes, lingering (the client may be sending still).
+    pub fn head_timeout(&mut self, out: &mut Vec<u8>) -> Flow {
+        let flow = match &mut self.state {
+            State::Http(h) => h.head_timeout(out, self.counters),
+            _ => Flow::Close { linger: false },
+        };
+        self.state = State::Done;
+        flow
+    }
+
+    /// Whether input is waiting inside the session because the last `feed` answered as many
+    /// requests as one call may (`http::ANSWERS_PER_FEED`). The caller calls `feed` again with
+    /// no new bytes — an event loop on its next turn, after the other connections had theirs
+    /// — and reads nothing from the socket until this is false: the input held here stays
+    /// bounded by one read.
+    pub fn backlog(&self) -> bool {
+        matches!(&self.state, State::Http(h) if h.backlog())
+    }
+
     /// Whether the session has given its `Close` verdict.
     pub fn is_done(&self) -> bool {
         matches!(self.state, State::Done)
     }
 
-    /// Bytes of an incomplete request held between reads (0 for echo).
+    /// Bytes held between reads: an incomplete head, or a backlog (0 for echo).
     pub fn buffered(&self) -> usize {
         match &self.state {
             State::Http(h) => h.buffered(),

@@ -18,6 +18,8 @@ struct Req {
     body: Vec<u8>,
     expect: bool,
     lf_only: bool,
+    /// Send the body chunked (HTTP/1.1 only), in chunks of this size.
+    chunked: Option<usize>,
 }
 
 fn req() -> impl Strategy<Value = Req> {
@@ -32,9 +34,10 @@ fn req() -> impl Strategy<Value = Req> {
         prop::collection::vec(any::<u8>(), 0..40),
         any::<bool>(),
         prop::bool::weighted(0.1),
+        prop::option::weighted(0.3, 1usize..20),
     )
         .prop_map(
-            |(method, path, minor, connection, body, expect, lf_only)| Req {
+            |(method, path, minor, connection, body, expect, lf_only, chunked)| Req {
                 method,
                 path,
                 minor,
@@ -42,6 +45,8 @@ fn req() -> impl Strategy<Value = Req> {
                 body,
                 expect,
                 lf_only,
+                // Transfer codings are refused in HTTP/1.0 (RFC 9112 §6.1).
+                chunked: chunked.filter(|_| minor == 1),
             },
         )
 }
@@ -54,6 +59,17 @@ fn encode(r: &Req) -> Vec<u8> {
     );
     if let Some(c) = r.connection {
         s += &format!("Connection: {c}{nl}");
+    }
+    if let Some(size) = r.chunked {
+        s += &format!("Transfer-Encoding: chunked{nl}{nl}");
+        let mut bytes = s.into_bytes();
+        for chunk in r.body.chunks(size) {
+            bytes.extend_from_slice(format!("{:x}{nl}", chunk.len()).as_bytes());
+            bytes.extend_from_slice(chunk);
+            bytes.extend_from_slice(nl.as_bytes());
+        }
+        bytes.extend_from_slice(format!("0{nl}{nl}").as_bytes());
+        return bytes;
     }
     if !r.body.is_empty() {
         s += &format!("Content-Length: {}{nl}", r.body.len());
@@ -76,7 +92,12 @@ fn run(proto: Proto, stream: &[u8], cuts: &[usize]) -> (Vec<u8>, u64, u64, bool)
     let mut start = 0;
     for &end in cuts.iter().chain(std::iter::once(&stream.len())) {
         let end = end.clamp(start, stream.len());
-        if let Flow::Close { .. } = session.feed(&stream[start..end], &mut out) {
+        // As a server does: feed the read, then work off any backlog before reading again.
+        let mut flow = session.feed(&stream[start..end], &mut out);
+        while flow == Flow::Continue && session.backlog() {
+            flow = session.feed(&[], &mut out);
+        }
+        if let Flow::Close { .. } = flow {
             closed = true;
             break;
         }

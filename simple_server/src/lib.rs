@@ -59,7 +59,30 @@ pub fn handle_conn(name: &str, conn: OwnedFd, idle: Option<Duration>, mut sessio
     // back, so a client that sends without reading is held back by TCP itself: our send blocks,
     // we stop reading, its send blocks. Memory stays at one buffer per connection.
     let mut out = Vec::new();
+    // When the first byte of a head that has not arrived whole came (--head-timeout): a client
+    // dribbling a head one byte at a time restarts no timer, and gets a 408 at this deadline.
+    let mut head_since: Option<Instant> = None;
+    let mut timeout = idle; // what SO_RCVTIMEO is set to now
     loop {
+        // While part of a head waits, recv may sleep only until the head's deadline.
+        let wait = match (head_since, session.head_limit()) {
+            (Some(t0), Some(limit)) => {
+                let left = (t0 + limit).saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return head_timeout(conn, &mut session, &mut buf);
+                }
+                Some(idle.map_or(left, |i| i.min(left)))
+            }
+            _ => idle,
+        };
+        if wait != timeout {
+            // setsockopt(2) again only when the limit changes: while a head is split over reads.
+            let tv = timeval(wait.unwrap_or(Duration::ZERO)); // all-zero: no timeout
+            if setsockopt(&conn, sockopt::ReceiveTimeout, &tv).is_err() {
+                return; // conn dropped: close(2)
+            }
+            timeout = wait;
+        }
         // recv(2): sleeps until bytes arrive, the client closes (0), or SO_RCVTIMEO expires.
         let flow = match recv(fd, &mut buf, MsgFlags::empty()) {
             // EOF: the client shut down its sending side (or closed). Echo has sent all it owed
@@ -70,7 +93,9 @@ pub fn handle_conn(name: &str, conn: OwnedFd, idle: Option<Duration>, mut sessio
             // signal(7): a socket with SO_RCVTIMEO returns EINTR after the process was stopped
             // (SIGSTOP, Ctrl-Z) and continued, even with no handler. Nothing was read: again.
             Err(Errno::EINTR) => continue,
-            // EAGAIN on a blocking socket: SO_RCVTIMEO expired, nothing came for --idle-timeout.
+            // EAGAIN on a blocking socket: SO_RCVTIMEO expired — the head's deadline (the loop's
+            // top answers 408), or --idle-timeout with nothing sent (close, as for any silence).
+            Err(Errno::EAGAIN) if head_late(head_since, &session) => continue,
             Err(Errno::EAGAIN) => return, // conn dropped: close(2)
             // The client reset the connection (it crashed, or closed with our data unread).
             Err(Errno::ECONNRESET) => return, // conn dropped: close(2)
@@ -78,12 +103,23 @@ pub fn handle_conn(name: &str, conn: OwnedFd, idle: Option<Duration>, mut sessio
             // connection only, never the server.
             Err(_) => return, // conn dropped: close(2)
         };
-        // Everything owed goes out before we read again (the session may have answered several
-        // pipelined requests from one read). An error here is the client's departure.
-        if send_all(fd, &out).is_err() {
-            return; // conn dropped: close(2)
+        // Everything owed goes out before we read again — also what the session held back:
+        // one call answers a bounded number of pipelined requests (`Session::backlog`).
+        let mut flow = flow;
+        loop {
+            if send_all(fd, &out).is_err() {
+                return; // conn dropped: close(2)
+            }
+            out.clear();
+            if flow != Flow::Continue || !session.backlog() {
+                break;
+            }
+            flow = session.feed(&[], &mut out);
         }
-        out.clear();
+        head_since = match session.head_pending() {
+            true => head_since.or_else(|| Some(Instant::now())),
+            false => None,
+        };
         match flow {
             Flow::Continue => {}
             // The client may still be sending bytes nobody will read (a `Connection: close`
@@ -92,6 +128,24 @@ pub fn handle_conn(name: &str, conn: OwnedFd, idle: Option<Duration>, mut sessio
             Flow::Close { linger: false } => return, // conn dropped: close(2)
         }
     }
+}
+
+/// Whether the head that started arriving at `since` is past --head-timeout.
+fn head_late(since: Option<Instant>, session: &Session) -> bool {
+    since
+        .zip(session.head_limit())
+        .is_some_and(|(t0, limit)| t0.elapsed() >= limit)
+}
+
+/// --head-timeout expired with a head still incomplete: 408 Request Timeout, then a lingering
+/// close (the client is likely still dribbling). Best effort: a client too slow to take 100
+/// bytes gets the close alone.
+fn head_timeout(conn: OwnedFd, session: &mut Session, buf: &mut [u8]) {
+    let mut out = Vec::new();
+    session.head_timeout(&mut out);
+    if send_all(conn.as_raw_fd(), &out).is_ok() {
+        linger_close(conn, buf);
+    } // else conn dropped: close(2)
 }
 
 /// send(2) until every byte of `data` is out. A blocking send may still write *part* of the

@@ -20,10 +20,9 @@
 //! ```
 //!
 //! ## What to notice
-//! - `handle_conn` reads like lesson 1's `handle_conn` (`simple_server/src/lib.rs`), yet no
-//!   thread blocks in it: each `.await` on a socket is a non-blocking syscall, and on EAGAIN the
-//!   task parks and its thread moves on. Compare it with lesson 7's `ConnState`
-//!   (`nonblocking_busy_server/src/conn.rs`), which tokio replaces.
+//! - `handle_conn` reads like lesson 1's, yet no thread blocks in it: each `.await` on a socket
+//!   is a non-blocking syscall, and on EAGAIN the task parks and its thread moves on. Compare
+//!   it with lesson 7's `ConnState` (`nonblocking_busy_server/src/conn.rs`), which tokio replaces.
 //! - Backpressure is free: the next read waits for the last write (`docs/contract.md` §4). So
 //!   is fairness: tokio's coop budget makes a task yield after 128 ready operations (lesson
 //!   10's `READS_PER_TURN`).
@@ -66,6 +65,7 @@ use server_common::{Context, SetupError, shutdown, warn_throttled};
 use simple_server::READ_BUF; // (lesson 1) the read buffer of a blocking connection
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 
 const NAME: &str = env!("CARGO_PKG_NAME");
 
@@ -158,11 +158,10 @@ async fn after_accept_error(e: io::Error) {
 
 // ─── per-connection work ────────────────────────────────────────────────────────────────────
 
-/// Serves one connection to its end, like lesson 1's `handle_conn` — but each `.await`
-/// is where lesson 10 returns to its loop. `read` calls recv(2); on EAGAIN tokio clears the
-/// socket's readiness, keeps this task's *waker* and returns Pending; epoll's next event for
-/// the socket calls the waker, which queues the task again. A short read clears readiness too
-/// (conn.rs's rule: no recv(2) only to hear EAGAIN).
+/// Serves one connection to its end, like lesson 1's `handle_conn` — but each `.await` is
+/// where lesson 10 returns to its loop. `read` calls recv(2); on EAGAIN tokio clears the
+/// socket's readiness, keeps this task's *waker* and returns Pending; epoll's next event for the
+/// socket calls the waker, which queues the task again (a short read clears readiness too).
 async fn handle_conn(
     mut conn: TcpStream,
     mut session: Session,
@@ -173,20 +172,43 @@ async fn handle_conn(
     if let Err(e) = conn.set_nodelay(true) {
         warn_throttled!("{NAME}: TCP_NODELAY: {e}");
     }
-    // One read buffer for the connection's life, and one for what it owes: no allocation per
-    // request. `out` holds at most one read's answers: all of it is written before reading on.
+    // One buffer for reads, one for what is owed (all written before reading on): for life.
     let mut buf = vec![0u8; READ_BUF];
     let mut out = Vec::new();
+    // When a head that started arriving must be whole (--head-timeout from its first byte):
+    // while part of a head waits, a read may wait only until then.
+    let mut head_by: Option<Instant> = None;
     loop {
-        let flow = match within(idle, conn.read(&mut buf)).await {
+        let left = head_by.map(|t| t.saturating_duration_since(Instant::now()));
+        let mut flow = match within(idle.into_iter().chain(left).min(), conn.read(&mut buf)).await {
             Ok(0) => session.eof(), // the client half-closed; all we owed is sent: close
             Ok(n) => session.feed(&buf[..n], &mut out),
+            // Past the head's deadline: 408, then a lingering close (best effort).
+            Err(e)
+                if e.kind() == io::ErrorKind::TimedOut
+                    && head_by.is_some_and(|t| t <= Instant::now()) =>
+            {
+                session.head_timeout(&mut out);
+                if send_all(&mut conn, &out, idle).await.is_ok() {
+                    linger_close(conn, &mut buf).await;
+                }
+                return;
+            }
             Err(e) => return gone(e), // reset, or silent for --idle-timeout
         };
-        if let Err(e) = send_all(&mut conn, &out, idle).await {
-            return gone(e);
+        // All owed goes out before reading on, and the requests the session held back after it.
+        loop {
+            if let Err(e) = send_all(&mut conn, &out, idle).await {
+                return gone(e);
+            }
+            out.clear(); // keeps its capacity
+            if flow != Flow::Continue || !session.backlog() {
+                break;
+            }
+            flow = session.feed(&[], &mut out);
         }
-        out.clear(); // keeps its capacity
+        let by = head_by.or_else(|| Some(Instant::now() + session.head_limit()?));
+        head_by = session.head_pending().then_some(by).flatten();
         match flow {
             Flow::Continue => {}
             Flow::Close { linger: true } => return linger_close(conn, &mut buf).await,
@@ -209,8 +231,7 @@ async fn send_all(conn: &mut TcpStream, mut data: &[u8], idle: Option<Duration>)
     Ok(())
 }
 
-/// `io`, or TimedOut after `idle` without it completing. The timer enters tokio's timer wheel
-/// only if `io` is not ready at once, and leaves it when `io` completes (lesson 10: the sweep).
+/// `io`, or TimedOut after `idle`; the timer enters tokio's wheel only if `io` is not ready.
 async fn within<T>(
     idle: Option<Duration>,
     io: impl Future<Output = io::Result<T>>,

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::buf_ring::BUF_SIZE;
+use crate::token::{token, untoken};
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 use server_common::cli::Proto;
 use server_common::responses::{OK_CLOSE, OK_KEEP_ALIVE};
@@ -27,6 +28,7 @@ impl Fixture {
             work: 0,
             delay_ms: 0,
             idle_timeout,
+            head_timeout: 10,
         };
         let mut conns = Conns::new(&args, Stats::new_shared(None));
         let (client, now) = (Fixture::insert(&mut conns), Instant::now());
