@@ -135,11 +135,18 @@ pub fn run(plan: &Plan, rungs: &[&Rung], bins: &Path, command: String) -> Result
         bar.inc(1);
     };
 
-    // A long run keeps what it has measured: after each sweep, the cells so far go to
-    // target/bench-partial.json (results.json's form), which `--rewrite-from` can turn into
-    // tables should the run be cut short.
-    let partial = target_dir().join("bench-partial.json");
+    // A long run that writes keeps what it has measured: after each sweep, the cells so far go
+    // to target/bench-<mode>-partial-<pid>.json (results.json's form), which `--rewrite-from`
+    // can turn into tables should the run be cut short. Each run its own file.
+    let partial = target_dir().join(format!(
+        "bench-{}-partial-{}.json",
+        format!("{:?}", plan.mode).to_lowercase(),
+        std::process::id()
+    ));
     let checkpoint = |cells: &[Cell]| {
+        if !plan.write {
+            return;
+        }
         let v = json!({
             "schema": 2,
             "stamp": stamp.json(),

@@ -41,18 +41,24 @@ impl Spread {
         self.min <= other.max && other.min <= self.max
     }
 
-    /// `fmt(median)`, and ` (fmt(min)–fmt(max))` when there were several rounds.
+    /// `fmt(median)`, and ` (fmt(min)–fmt(max))` when there were several rounds; the unit is
+    /// written once when both ends share it (`9.0–12 µs`), at each end when not (`841 µs–5.3 ms`).
     pub fn show(&self, fmt: impl Fn(f64) -> String) -> String {
-        if self.n > 1 {
-            format!(
-                "{} ({}–{})",
-                fmt(self.median),
-                fmt(self.min).trim_end_matches(|c: char| !c.is_ascii_digit()),
-                fmt(self.max)
-            )
-        } else {
-            fmt(self.median)
+        if self.n < 2 {
+            return fmt(self.median);
         }
+        let (lo, hi) = (fmt(self.min), fmt(self.max));
+        let unit = |s: &str| {
+            s.trim_start_matches(|c: char| !c.is_alphabetic() && c != 'µ')
+                .to_string()
+        };
+        let lo = if unit(&lo) == unit(&hi) {
+            lo.trim_end_matches(|c: char| !c.is_ascii_digit())
+                .to_string()
+        } else {
+            lo
+        };
+        format!("{} ({lo}–{hi})", fmt(self.median))
     }
 }
 
@@ -95,5 +101,13 @@ mod tests {
             "10.0 µs (9.0–12.0 µs)"
         );
         assert_eq!(Spread::of([9.0]).expect("v").show(f), "9.0 µs");
+        let latency = |x: f64| crate::results::latency(x);
+        assert_eq!(
+            Spread::of([841.0, 4200.0, 5300.0])
+                .expect("v")
+                .show(latency),
+            "4.2 ms (841 µs–5.3 ms)",
+            "different units stay at both ends"
+        );
     }
 }

@@ -526,17 +526,20 @@ pub fn run(
         // Rounds outside, rungs inside: a slow minute on the shared machine lands on one
         // round of many rungs, not on every round of one.
         let mut these: Vec<Cell> = Vec::new();
+        if sweep.axis == Axis::Rate {
+            // Each rung's closed-loop rate, all its rounds first (the other sweeps measured it
+            // for most rungs): every round then offers the same rates, fractions of its median.
+            for w in &whom {
+                let key = (w.name.clone(), calibration(w, mode));
+                while cache.get(&key).map_or(0, Vec::len) < rounds as usize {
+                    progress(&format!("{} · {} closed loop", w.name, sweep.id));
+                    let s = sample(&w.subject, &key.1, mode, echo_client);
+                    cache.entry(key.clone()).or_default().push(s);
+                }
+            }
+        }
         for round in 0..rounds as usize {
             for w in &whom {
-                if sweep.axis == Axis::Rate {
-                    // Its closed-loop rate this round, if no other sweep measured it.
-                    let key = (w.name.clone(), calibration(w, mode));
-                    if cache.get(&key).map_or(0, Vec::len) <= round {
-                        progress(&format!("{} · {} closed loop", w.name, sweep.id));
-                        let s = sample(&w.subject, &key.1, mode, echo_client);
-                        cache.entry(key).or_default().push(s);
-                    }
-                }
                 for &x in &sweep.points {
                     let Some((setup, value)) = setup_of(sweep, x, w, mode, &cache) else {
                         continue;
@@ -559,13 +562,13 @@ pub fn run(
                         continue;
                     }
                     let key = (w.name.clone(), setup);
-                    let have = cache.get(&key).map_or(0, Vec::len);
-                    if have <= round {
+                    let runs = cache.entry(key).or_default();
+                    if runs.len() <= round {
                         progress(&format!("{} · {} {}", w.name, sweep.id, x));
-                        let s = sample(&w.subject, &setup, mode, echo_client);
-                        cache.entry(key.clone()).or_default().push(s);
+                        runs.push(sample(&w.subject, &setup, mode, echo_client));
                     }
-                    let sample = cache[&key][round].clone();
+                    // This round's run of the setup (shared with other sweeps that contain it).
+                    let sample = runs[round.min(runs.len() - 1)].clone();
                     push_cell(&mut these, sweep, w, x, value, sample);
                 }
             }
