@@ -51,7 +51,7 @@ struct Args {
     /// Only these rungs (crate names, comma-separated).
     #[arg(long, value_delimiter = ',', value_name = "CRATES")]
     only: Vec<String>,
-    /// Only these scenarios (ids such as http-ka-100, echo-1k, hold, cost; comma-separated).
+    /// Only these sweeps and scenarios (ids such as idle, held, rate, echo-1k, cost; comma-separated).
     #[arg(long, value_delimiter = ',', value_name = "IDS")]
     scenario: Vec<String>,
     /// Write docs/results/ and the README blocks (the default with --full).

@@ -234,7 +234,25 @@ fn strace_calls(subject: &Subject, load: &Load, echo_client: &Path) -> Option<f6
     let out = std::env::temp_dir().join(format!("bench-strace-{}.txt", std::process::id()));
     let mut cmd = Command::new("strace");
     cmd.args(["-c", "-f", "-qq", "-o"]).arg(&out);
-    for pid in conformance::server::live_processes_in_group(running.pgid()) {
+    // A server may fork its workers after its start-up line (lesson 4 does), and strace -f
+    // follows only the forks that come after it attached: wait until the group has stopped
+    // growing, or the calls of workers forked in between would be missed (a prefork cell once
+    // read 0.2 syscalls per request).
+    let group = || {
+        let mut p = conformance::server::live_processes_in_group(running.pgid());
+        p.sort_unstable();
+        p
+    };
+    let mut pids = group();
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(250));
+        let again = group();
+        if again == pids {
+            break;
+        }
+        pids = again;
+    }
+    for pid in pids {
         cmd.args(["-p", &pid.to_string()]);
     }
     let mut strace = cmd.stderr(std::process::Stdio::null()).spawn().ok()?;
