@@ -148,7 +148,7 @@ pub fn run(plan: &Plan, rungs: &[&Rung], bins: &Path, command: String) -> Result
             return;
         }
         let v = json!({
-            "schema": 2,
+            "schema": 3,
             "stamp": stamp.json(),
             "mode": format!("{:?}", plan.mode).to_lowercase(),
             "sweeps": cells.iter().map(|c| {
@@ -439,7 +439,7 @@ pub fn report(res: &Results, out: &Path, readmes: bool) -> Result<(), String> {
         - [Reliability under faults](../reliability.md) — `cargo run --release -p bench -- --reliability`\n";
     std::fs::write(out.join("README.md"), index).map_err(|e| e.to_string())?;
     let raw = json!({
-        "schema": 2,
+        "schema": 3,
         "stamp": res.stamp.json(),
         "mode": format!("{:?}", res.mode).to_lowercase(),
         "sweeps": res.cells.iter().map(Cell::json).collect::<Vec<_>>(),
@@ -494,7 +494,12 @@ How each is measured, and why that way: [docs/method.md](../method.md).
 - **memory (PSS)** — proportional set size of every process of the server, so pages a forked
   child shares with its parent are split, not counted twice. **Memory per connection** is the
   growth over the idle server divided by the connections held, given only where the server
-  holds every one of them itself.
+  holds every one of them itself. **Where the memory goes** splits it, at the held sweep's
+  largest point: **stacks** (PSS of the mappings holding a thread's stack, found by each
+  blocked thread's stack pointer), **other anonymous** (PSS of the other mappings with no file
+  behind them: heap, arenas, copy-on-write copies, anonymous mmaps) and **file-backed** (PSS of
+  file mappings) add up to it, within rounding; **page tables** (`VmPTE`) and **kernel
+  stacks** (`KernelStack` of /proc/meminfo, machine-wide) are kernel memory outside PSS.
 - **min–max** — the smallest and largest round beside the median. Two rungs differ only where
   these ranges do not overlap.
 ";
@@ -675,7 +680,8 @@ fn write_doc_blocks(res: &Results, costs: &[Cost]) {
     }
 }
 
-/// Reads a results.json (schema 1 or 2) back.
+/// Reads a results.json back (schema 1, 2, or 3 — 3 adds the held sweep's breakdown of memory
+/// per connection; an older file's samples read back without it).
 pub fn read(v: &Value) -> Results {
     let mode = match v.get("mode").and_then(Value::as_str) {
         Some("full") => Mode::Full,

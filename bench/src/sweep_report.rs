@@ -157,6 +157,11 @@ fn chart_file(sweep: &Sweep, m: Metric) -> String {
         Metric::PssMib => "pss",
         Metric::BytesPerConn => "bytes",
         Metric::ThreadsPerConn => "threads",
+        Metric::StackBytes => "stacks",
+        Metric::AnonBytes => "anon",
+        Metric::FileBytes => "file",
+        Metric::PageTableBytes => "pte",
+        Metric::KernelStackBytes => "kstack",
     };
     format!("sweep-{}-{tag}.svg", sweep.id)
 }
@@ -227,6 +232,9 @@ pub fn page(sweep: &Sweep, cells: &[&Cell], stamps: &str, rounds_note: &str) -> 
     for &m in metrics(sweep.axis) {
         s += &format!("## {}\n\n{}\n", capital(m.name()), table(sweep, cells, m));
     }
+    if let Some(w) = where_it_goes(sweep, cells) {
+        s += &w;
+    }
     s += "\nHow each column is measured: [method](../method.md); what the columns mean: \
           [README](README.md#the-columns).\n";
     s
@@ -285,6 +293,65 @@ fn growth(sweep: &Sweep, cells: &[&Cell]) -> Option<String> {
     Some(s)
 }
 
+/// The held sweep's breakdown of memory per connection: (column, metric), the total first.
+const WHERE: [(&str, Metric); 6] = [
+    ("total per connection", Metric::BytesPerConn),
+    ("stacks", Metric::StackBytes),
+    ("other anonymous", Metric::AnonBytes),
+    ("file-backed", Metric::FileBytes),
+    ("page tables", Metric::PageTableBytes),
+    ("kernel stacks", Metric::KernelStackBytes),
+];
+
+/// What the breakdown's columns count (the sweep page says it above the table; procfs.rs
+/// measures it).
+const WHERE_ABOUT: &str = "**Stacks** is the PSS of the mappings that hold a thread's stack \
+    (in /proc/PID/smaps, the mapping that contains a thread's stack pointer, read from \
+    /proc/PID/task/TID/syscall while the thread is blocked, and the main thread's `[stack]`); \
+    **other anonymous** the PSS of the remaining mappings with no file behind them (`[heap]`, \
+    malloc's arenas, a forked child's copy-on-write copies of its parent's heap, anonymous \
+    mmaps); **file-backed** the PSS of the mappings of a file (the binary, its libraries). \
+    These three add up to the total, within rounding (smaps rounds each mapping down to a KiB, \
+    and is read a few milliseconds after the total). **Page tables** (`VmPTE` of each process) \
+    and **kernel stacks** are kernel memory that PSS does not count; kernel stacks are the \
+    difference of `KernelStack` in /proc/meminfo, which is machine-wide, so other activity on \
+    the machine moves them.";
+
+fn has_breakdown(cells: &[&Cell]) -> bool {
+    cells.iter().any(|c| c.spread(Metric::StackBytes).is_some())
+}
+
+/// The held sweep page's "where the memory goes": one row per rung at the largest point,
+/// `None` for other sweeps and for results measured before the breakdown existed.
+fn where_it_goes(sweep: &Sweep, cells: &[&Cell]) -> Option<String> {
+    if sweep.axis != Axis::Held || !has_breakdown(cells) {
+        return None;
+    }
+    let x = *columns(sweep, cells).last()?;
+    let mut s = format!(
+        "## Where the memory goes, at the largest point\n\nAt {}: the growth over the idle \
+         server per connection held, split by where it lies. {WHERE_ABOUT}\n\n| server |",
+        header(sweep, x)
+    );
+    for (column, _) in WHERE {
+        s += &format!(" {column} |");
+    }
+    s += "\n|---|";
+    s += &"--:|".repeat(WHERE.len());
+    s += "\n";
+    for (name, anchor) in names(cells) {
+        s += &format!("| {} |", shown(&name, anchor));
+        let c = cells.iter().find(|c| c.rung == name && c.x == x);
+        for (_, m) in WHERE {
+            let t = c.map_or("–".into(), |c| cell_text(c, m));
+            s += &format!(" {} |", t.replace('|', "\\|"));
+        }
+        s += "\n";
+    }
+    s += "\n";
+    Some(s)
+}
+
 fn capital(s: &str) -> String {
     let mut c = s.chars();
     c.next()
@@ -322,7 +389,7 @@ pub fn rung_rows(rung: &str, sweeps: &[Sweep], cells: &[Cell]) -> String {
         s += "---|\n";
         let mut mine = mine;
         mine.sort_by(|a, b| key(sweep, a).total_cmp(&key(sweep, b)));
-        for c in mine {
+        for &c in &mine {
             let x = key(sweep, c);
             s += &format!(
                 "| {} |",
@@ -352,7 +419,38 @@ pub fn rung_rows(rung: &str, sweeps: &[Sweep], cells: &[Cell]) -> String {
             );
         }
         s += "\n";
+        if sweep.axis == Axis::Held && has_breakdown(&mine) {
+            s += &breakdown_rows(sweep, &mine);
+        }
     }
+    s
+}
+
+/// The held sweep's breakdown for one rung's README: a row per point.
+fn breakdown_rows(sweep: &Sweep, mine: &[&Cell]) -> String {
+    let mut s = format!(
+        "Where the memory per connection goes ([what each column counts](../docs/results/sweep-{}.md#where-the-memory-goes-at-the-largest-point)): \
+         stacks + other anonymous + file-backed = the total, within rounding; page tables and \
+         kernel stacks are kernel memory outside PSS (kernel stacks: machine-wide).\n\n| {} |",
+        sweep.id, sweep.x_label
+    );
+    for (column, _) in WHERE {
+        s += &format!(" {column} |");
+    }
+    s += "\n|--:|";
+    s += &"--:|".repeat(WHERE.len());
+    s += "\n";
+    for c in mine {
+        s += &format!("| {} |", thousands(key(sweep, c)));
+        for (_, m) in WHERE {
+            s += &format!(
+                " {} |",
+                c.spread(m).map_or("–".into(), |sp| sp.show(|v| m.show(v)))
+            );
+        }
+        s += "\n";
+    }
+    s += "\n";
     s
 }
 
@@ -509,6 +607,113 @@ mod tests {
             rows[4], "| *nginx (1 worker)* | 8.0 µs (8.0–9.0 µs) | – |",
             "anchors last"
         );
+    }
+
+    /// A held-sweep cell of `rounds` (total, stacks, other anonymous, file-backed, page
+    /// tables, kernel stacks) in bytes per connection.
+    fn held(rung: &str, x: f64, rounds: &[[f64; 6]]) -> Cell {
+        Cell {
+            sweep: "held".into(),
+            rung: rung.into(),
+            anchor: false,
+            x,
+            fraction: None,
+            samples: rounds
+                .iter()
+                .map(|r| Sample {
+                    idle: Some(crate::idle::Held {
+                        asked: x as u64,
+                        connected: x as u64,
+                        queued: 0,
+                        dropped: 0,
+                    }),
+                    bytes_per_conn: Some(r[0]),
+                    stack_bytes_per_conn: Some(r[1]),
+                    anon_bytes_per_conn: Some(r[2]),
+                    file_bytes_per_conn: Some(r[3]),
+                    page_table_bytes_per_conn: Some(r[4]),
+                    kernel_stack_bytes_per_conn: Some(r[5]),
+                    ..Sample::default()
+                })
+                .collect(),
+            measured: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_held_page_and_readme_say_where_the_memory_goes() {
+        let sweep = sweeps(Mode::Full).remove(4);
+        assert_eq!(sweep.axis, Axis::Held);
+        let cgi = [18_000.0, 16_384.0, 1_600.0, 16.0, 200.0, 16_400.0];
+        let cells = [
+            held("cgi_thread_server", 100.0, &[cgi]),
+            held(
+                "cgi_thread_server",
+                1_000.0,
+                &[
+                    cgi,
+                    [18_100.0, 16_384.0, 1_700.0, 16.0, 210.0, 16_300.0],
+                    cgi,
+                ],
+            ),
+            held(
+                "epoll_et_server",
+                1_000.0,
+                &[[222.0, 0.0, 222.0, 0.0, 8.0, -4.0]],
+            ),
+            Cell {
+                samples: vec![Sample {
+                    trouble: "not run: held only 4 of 100 at the smaller point".into(),
+                    ..Sample::default()
+                }],
+                ..held("prefork_server", 1_000.0, &[])
+            },
+        ];
+        let refs: Vec<&Cell> = cells.iter().collect();
+        let text = page(&sweep, &refs, "", "");
+        let (_, table) = text
+            .split_once("## Where the memory goes, at the largest point")
+            .expect("the breakdown section");
+        assert!(table.contains("At 1,000 held:") && table.contains("machine-wide"));
+        let rows: Vec<&str> = table.lines().filter(|l| l.starts_with('|')).collect();
+        assert_eq!(
+            rows[0],
+            "| server | total per connection | stacks | other anonymous | file-backed | page tables | kernel stacks |"
+        );
+        assert_eq!(
+            rows[2],
+            "| `cgi_thread_server` | 17.6 KiB (17.6–17.7 KiB) | 16.0 KiB (16.0–16.0 KiB) | \
+             1,600 B (1,600–1,700 B) | 16 B (16–16 B) | 200 B (200–210 B) | 16.0 KiB (15.9–16.0 KiB) |"
+        );
+        assert_eq!(
+            rows[3],
+            "| `epoll_et_server` | 222 B | 0 B | 222 B | 0 B | 8 B | -4 B |"
+        );
+        assert_eq!(
+            rows[4].matches("not run: held only 4 of 100").count(),
+            6,
+            "every cell of a rung that held fewer says why: {}",
+            rows[4]
+        );
+
+        let readme = rung_rows("cgi_thread_server", std::slice::from_ref(&sweep), &cells);
+        let (_, mine) = readme
+            .split_once("Where the memory per connection goes")
+            .expect("the rung's breakdown");
+        let rows: Vec<&str> = mine.lines().filter(|l| l.starts_with('|')).collect();
+        assert_eq!(rows.len(), 4, "header, rule, a row per point");
+        assert!(rows[2].starts_with("| 100 | 17.6 KiB | 16.0 KiB | 1,600 B |"));
+
+        // Results of before the breakdown: no section, no empty table.
+        let old = Cell {
+            samples: vec![Sample {
+                bytes_per_conn: Some(18_000.0),
+                ..Sample::default()
+            }],
+            ..held("cgi_thread_server", 1_000.0, &[])
+        };
+        assert!(!page(&sweep, &[&old], "", "").contains("Where the memory goes"));
+        assert!(!rung_rows("cgi_thread_server", &[sweep], &[old]).contains("Where the memory"));
     }
 
     #[test]

@@ -253,6 +253,15 @@ pub struct Sample {
     /// Held sweep: PSS and threads over the idle server's, per connection held.
     pub bytes_per_conn: Option<f64>,
     pub threads_per_conn: Option<f64>,
+    /// Held sweep: where the memory per connection goes, in bytes per connection held, the same
+    /// difference as `bytes_per_conn` (procfs::Breakdown). Thread stacks, other anonymous and
+    /// file-backed mappings split the PSS (they add up to `bytes_per_conn` within rounding);
+    /// page tables and kernel stacks are kernel memory outside PSS, kernel stacks machine-wide.
+    pub stack_bytes_per_conn: Option<f64>,
+    pub anon_bytes_per_conn: Option<f64>,
+    pub file_bytes_per_conn: Option<f64>,
+    pub page_table_bytes_per_conn: Option<f64>,
+    pub kernel_stack_bytes_per_conn: Option<f64>,
     /// Crashed, timed out, could not start: in words. Empty when the run went through.
     pub trouble: String,
 }
@@ -273,6 +282,11 @@ impl Sample {
                                               "queued": h.queued, "dropped": h.dropped})),
             "pss_kib": self.pss_kib, "threads": self.threads,
             "bytes_per_conn": self.bytes_per_conn, "threads_per_conn": self.threads_per_conn,
+            "stack_bytes_per_conn": self.stack_bytes_per_conn,
+            "anon_bytes_per_conn": self.anon_bytes_per_conn,
+            "file_bytes_per_conn": self.file_bytes_per_conn,
+            "page_table_bytes_per_conn": self.page_table_bytes_per_conn,
+            "kernel_stack_bytes_per_conn": self.kernel_stack_bytes_per_conn,
             "trouble": self.trouble,
         })
     }
@@ -310,6 +324,12 @@ impl Sample {
             threads: u("threads"),
             bytes_per_conn: f("bytes_per_conn"),
             threads_per_conn: f("threads_per_conn"),
+            // Absent from results of schema 2 and older: None, and their cells say "–".
+            stack_bytes_per_conn: f("stack_bytes_per_conn"),
+            anon_bytes_per_conn: f("anon_bytes_per_conn"),
+            file_bytes_per_conn: f("file_bytes_per_conn"),
+            page_table_bytes_per_conn: f("page_table_bytes_per_conn"),
+            kernel_stack_bytes_per_conn: f("kernel_stack_bytes_per_conn"),
             trouble: s("trouble"),
         }
     }
@@ -410,6 +430,13 @@ pub enum Metric {
     PssMib,
     BytesPerConn,
     ThreadsPerConn,
+    /// Where the memory per connection goes (the held sweep): thread stacks, other anonymous
+    /// mappings, file mappings, page tables, kernel stacks.
+    StackBytes,
+    AnonBytes,
+    FileBytes,
+    PageTableBytes,
+    KernelStackBytes,
 }
 
 impl Metric {
@@ -423,6 +450,11 @@ impl Metric {
             Metric::PssMib => s.pss_kib.map(|k| k as f64 / 1024.0),
             Metric::BytesPerConn => s.bytes_per_conn,
             Metric::ThreadsPerConn => s.threads_per_conn,
+            Metric::StackBytes => s.stack_bytes_per_conn,
+            Metric::AnonBytes => s.anon_bytes_per_conn,
+            Metric::FileBytes => s.file_bytes_per_conn,
+            Metric::PageTableBytes => s.page_table_bytes_per_conn,
+            Metric::KernelStackBytes => s.kernel_stack_bytes_per_conn,
         }
     }
 
@@ -436,6 +468,11 @@ impl Metric {
             Metric::PssMib => "server memory (PSS)",
             Metric::BytesPerConn => "memory per connection",
             Metric::ThreadsPerConn => "threads per connection",
+            Metric::StackBytes => "stacks per connection",
+            Metric::AnonBytes => "other anonymous memory per connection",
+            Metric::FileBytes => "file-backed memory per connection",
+            Metric::PageTableBytes => "page tables per connection",
+            Metric::KernelStackBytes => "kernel stacks per connection",
         }
     }
 
@@ -446,7 +483,12 @@ impl Metric {
             Metric::CpuUs => "µs",
             Metric::P50 | Metric::P99 | Metric::P999 => "ms",
             Metric::PssMib => "MiB",
-            Metric::BytesPerConn => "B",
+            Metric::BytesPerConn
+            | Metric::StackBytes
+            | Metric::AnonBytes
+            | Metric::FileBytes
+            | Metric::PageTableBytes
+            | Metric::KernelStackBytes => "B",
             Metric::ThreadsPerConn => "",
         }
     }
@@ -467,9 +509,21 @@ impl Metric {
             Metric::CpuUs => format!("{v:.1} µs"),
             Metric::P50 | Metric::P99 | Metric::P999 => crate::results::latency(v),
             Metric::PssMib => format!("{v:.1} MiB"),
-            Metric::BytesPerConn if v >= 10_240.0 => format!("{:.1} KiB", v / 1024.0),
-            Metric::BytesPerConn => format!("{} B", crate::results::thousands(v)),
             Metric::ThreadsPerConn => format!("{v:.2}"),
+            Metric::BytesPerConn
+            | Metric::StackBytes
+            | Metric::AnonBytes
+            | Metric::FileBytes
+            | Metric::PageTableBytes
+            | Metric::KernelStackBytes => {
+                // The breakdown's differences may be negative (a heap that shrank, another
+                // process's threads gone from KernelStack).
+                if v.abs() >= 10_240.0 {
+                    format!("{:.1} KiB", v / 1024.0)
+                } else {
+                    format!("{} B", crate::results::thousands(v))
+                }
+            }
         }
     }
 }
@@ -742,9 +796,11 @@ pub fn sample(subject: &Subject, setup: &Setup, mode: Mode, echo_client: &Path) 
     let mut s = Sample::default();
     if setup.hold {
         let before = crate::procfs::sample(pgid);
+        let split_before = crate::procfs::breakdown(pgid);
         let idle = IdleConns::open(addr, setup.idle, settle);
         std::thread::sleep(Duration::from_millis(300)); // threads reach their first recv
         let after = crate::procfs::sample(pgid);
+        let split_after = crate::procfs::breakdown(pgid);
         let held = idle.held();
         let stopped = running.stop();
         drop(idle);
@@ -758,6 +814,15 @@ pub fn sample(subject: &Subject, setup: &Setup, mode: Mode, echo_client: &Path) 
             s.bytes_per_conn =
                 Some(after.pss_kib.saturating_sub(before.pss_kib) as f64 * 1024.0 / n);
             s.threads_per_conn = Some(after.threads.saturating_sub(before.threads) as f64 / n);
+            // Signed: the three parts of PSS then add up to the total even where one shrank.
+            let per_conn = |f: fn(&crate::procfs::Breakdown) -> Option<u64>| {
+                Some((f(&split_after)? as f64 - f(&split_before)? as f64) * 1024.0 / n)
+            };
+            s.stack_bytes_per_conn = per_conn(|b| Some(b.stacks_kib));
+            s.anon_bytes_per_conn = per_conn(|b| Some(b.anon_kib));
+            s.file_bytes_per_conn = per_conn(|b| Some(b.file_kib));
+            s.page_table_bytes_per_conn = per_conn(|b| Some(b.page_tables_kib));
+            s.kernel_stack_bytes_per_conn = per_conn(|b| b.kernel_stack_kib);
         }
         s.trouble = trouble(&stopped, false);
         return s;
@@ -913,6 +978,9 @@ mod tests {
             dropped: 2,
         });
         s.bytes_per_conn = Some(168.0);
+        s.stack_bytes_per_conn = Some(16_384.0);
+        s.anon_bytes_per_conn = Some(-12.5);
+        s.kernel_stack_bytes_per_conn = Some(16_400.0);
         s.trouble = "timed out".into();
         let c = Cell {
             sweep: "rate".into(),
@@ -925,6 +993,20 @@ mod tests {
         };
         let back = Cell::from_json(&c.json());
         assert_eq!(back.json(), c.json());
+        assert_eq!(back.samples[0].anon_bytes_per_conn, Some(-12.5));
+    }
+
+    #[test]
+    fn a_sample_of_an_older_results_file_has_no_breakdown() {
+        // Schema 2 wrote no breakdown: its samples read back with None, not 0.
+        let old = json!({"pss_kib": 3000, "bytes_per_conn": 17_600.0, "threads_per_conn": 1.0,
+                         "errors": 0, "trouble": ""});
+        let s = Sample::from_json(&old);
+        assert_eq!(s.bytes_per_conn, Some(17_600.0));
+        assert_eq!(
+            (s.stack_bytes_per_conn, s.page_table_bytes_per_conn),
+            (None, None)
+        );
     }
 
     #[test]

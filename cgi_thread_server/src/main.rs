@@ -19,24 +19,31 @@
 //! ```
 //!
 //! ## What to notice
-//! - `std::thread::Builder::spawn` returns an error when the system refuses a thread;
-//!   `std::thread::spawn` would panic. A refused thread costs one connection, never the server.
-//! - The stack is 64 KiB, not std's 2 MiB (`--stack-size`): 10,000 threads reserve 640 MiB of
-//!   address space instead of 20 GiB. Only the pages a thread touches become resident.
-//! - The connection (`OwnedFd`) and its place in the counts (`LiveConn`) *move* into the thread,
-//!   so the thread's end closes the one and uncounts the other — no bookkeeping in `main`.
+//! - The thread is made with pthread_create(3) itself, as in the C original. `std::thread`
+//!   would do the same underneath, plus a handle, a result slot and the boxed closure on the
+//!   heap and a signal stack for every thread; here a connection waiting in recv costs the two
+//!   stack pages it touched and the few hundred bytes glibc allocates per thread, nothing else
+//!   (the README shows where every page goes). The price: the thread is not a Rust `Thread`, so
+//!   the entry function catches panics itself.
+//! - pthread_create returns an error when the system refuses a thread. A refused thread costs
+//!   one connection, never the server.
+//! - The stack is 64 KiB, not the 8 MiB glibc would take from `ulimit -s` (`--stack-size`):
+//!   10,000 threads reserve 640 MiB of address space instead of 80 GiB. Only the pages a thread
+//!   touches become resident.
+//! - The descriptor is the thread's one argument: the thread owns it, and its end closes it and
+//!   uncounts it — no bookkeeping in `main`.
 //! - `--idle-timeout` now protects a thread rather than the whole server: a silent client holds
 //!   a thread and its stack until SO_RCVTIMEO fires.
-//! - "Unbounded" still has a ceiling: each thread costs four memory mappings, and a thread that
-//!   cannot map its signal stack makes Rust's runtime abort the process. `thread_ceiling` stops
-//!   accepting short of `vm.max_map_count`, so clients wait instead of the server dying.
+//! - "Unbounded" still has a ceiling: `thread_ceiling` stops accepting short of the system's
+//!   limits (memory mappings, descriptors), so clients wait in the queue instead of being
+//!   refused.
 //!
 //! ## Where it breaks
 //! Every connection pays for a thread's creation and destruction (with `Connection: close`, every
 //! *request* does), and only the system bounds the number of threads: a flood of clients meets
-//! `vm.max_map_count` (65,530 mappings: about 14,000 threads after the reserve),
-//! `kernel.pid_max` (32,768 ids here, shared by every thread on the machine) and
-//! `RLIMIT_NOFILE` before it meets the CPU. Lesson 5 (`threadpool_accept_main`) creates a fixed
+//! `RLIMIT_NOFILE` (a descriptor per thread), `vm.max_map_count` (65,530 mappings: about 28,000
+//! threads after the reserve) and `kernel.pid_max` (thread ids, shared by every thread on the
+//! machine) before it meets the CPU. Lesson 5 (`threadpool_accept_main`) creates a fixed
 //! number of threads, once.
 //!
 //! ## Try it
@@ -52,16 +59,21 @@
 //! `threadpool_accept_main`.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::panic::AssertUnwindSafe;
 use std::process::ExitCode;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use clap::Parser;
+use nix::errno::Errno;
+use nix::sys::resource::{Resource, getrlimit};
 use nix::sys::socket::{SockFlag, accept4};
 use server_common::cli::{CommonArgs, StackArgs};
+use server_common::error::Context;
 use server_common::net::{self, Blocking};
 use server_common::proto::{Config, Session};
-use server_common::stats::{LiveConn, Stats};
+use server_common::stats::Stats;
 use server_common::{SetupError, shutdown, warn_throttled};
 
 const NAME: &str = env!("CARGO_PKG_NAME");
@@ -103,22 +115,35 @@ static THREADS_LIVE: AtomicU64 = AtomicU64::new(0);
 static THREADS_PEAK: AtomicU64 = AtomicU64::new(0);
 static SPAWN_FAILED: AtomicU64 = AtomicU64::new(0);
 
-/// The most connection threads this process may hold. Each thread costs four memory mappings —
-/// its stack and guard page, and the signal stack and guard page Rust's runtime gives every
-/// thread to report a stack overflow — and Linux allows `vm.max_map_count` (65,530 by default)
-/// per process. A thread that gets its stack but not its signal stack makes Rust's runtime
-/// *abort the process*, so the server must stop short of the limit by itself. The reserve
-/// leaves room for everything else: binary, libraries, malloc's arenas, the stacks glibc caches
-/// for reuse, and threads that have finished counting but not yet unmapped.
+/// The most connection threads this process may hold: the smaller of two system limits, so the
+/// server stops accepting before it meets either. Each thread costs two memory mappings (its
+/// stack, and the guard page glibc protects below it) of the `vm.max_map_count` (65,530 by
+/// default) a process may have, and one descriptor of its `RLIMIT_NOFILE`. The reserves leave
+/// room for everything else: binary, libraries, malloc's arenas, the stacks glibc caches for
+/// reuse; the listener, the standard streams, threads that have finished counting but not yet
+/// closed.
 fn thread_ceiling() -> u64 {
-    const MAPS_PER_THREAD: u64 = 4;
-    const RESERVE: u64 = 8192;
+    const MAPS_PER_THREAD: u64 = 2;
+    const MAP_RESERVE: u64 = 8192;
+    const FD_RESERVE: u64 = 32;
     let max_map_count: u64 = std::fs::read_to_string("/proc/sys/vm/max_map_count")
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(65_530); // no /proc: assume Linux's default
-    (max_map_count.saturating_sub(RESERVE) / MAPS_PER_THREAD).max(1)
+    let by_maps = max_map_count.saturating_sub(MAP_RESERVE) / MAPS_PER_THREAD;
+    let by_fds = getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
+    by_maps.min(by_fds.saturating_sub(FD_RESERVE)).max(1)
 }
+
+/// What every connection thread needs besides its socket, set once before the first accept. A
+/// thread made by pthread_create(3) gets one pointer-sized argument, and the descriptor is
+/// passed in it: nothing is allocated per connection on the way into the thread.
+struct Shared {
+    config: Config,
+    idle: Option<Duration>,
+    stats: &'static Stats,
+}
+static SHARED: OnceLock<Shared> = OnceLock::new();
 
 fn run(args: Args) -> Result<(), SetupError> {
     let stats = Stats::new_shared(None); // no workers: every connection counts in slot 0
@@ -127,11 +152,13 @@ fn run(args: Args) -> Result<(), SetupError> {
     // spawned below inherits that mask, so no connection thread is ever interrupted by them.
     stop_on_signal(stats, ceiling, args.stack.stack_size)?;
     let listener = listen(&args.common)?;
-    let config = args.common.session_config();
-    let idle = args.common.idle_timeout();
-    // The address space can't hold a stack anywhere near usize::MAX, so saturating is honest:
-    // such a value fails in the spawn below, which is handled there.
-    let stack = usize::try_from(args.stack.stack_size).unwrap_or(usize::MAX);
+    let shared = Shared {
+        config: args.common.session_config(),
+        idle: args.common.idle_timeout(),
+        stats,
+    };
+    let _ = SHARED.set(shared); // the only set: run is called once
+    let attr = ThreadAttr::new(args.stack.stack_size)?;
 
     loop {
         // At the ceiling, don't accept at all: new clients wait in the kernel's accept queue
@@ -144,67 +171,103 @@ fn run(args: Args) -> Result<(), SetupError> {
         // accept4(2), see lesson 1.
         let fd = match accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
             Ok(fd) => fd,
-            // Retry at once, or back off when out of descriptors (lesson 1's policy). EMFILE
-            // comes sooner here, as each live thread holds one: the client stays queued until a
-            // connection thread ends and frees its descriptor.
+            // Retry at once, or back off when out of descriptors (lesson 1's policy).
             Err(e) => {
                 simple_server::after_accept_error(NAME, e); // (lesson 1)
                 continue;
             }
         };
-        // SAFETY: accept4 just returned `fd`, a new descriptor nothing else owns; OwnedFd takes
-        // sole ownership and closes it exactly once, when dropped.
-        let conn = unsafe { OwnedFd::from_raw_fd(fd) }; // conn: owned here, moved into the thread
-        let live = stats.accepted(0); // counted now; "live" until the thread drops it
         // Counted before the spawn, so the ceiling check above also sees threads still starting.
         let threads = THREADS_LIVE.fetch_add(1, Relaxed) + 1;
         THREADS_PEAK.fetch_max(threads, Relaxed);
 
-        // THE MODEL: a new thread for this one connection. pthread_create(3) underneath: mmap(2)
-        // a stack of `stack` bytes plus a guard page, then clone(2). The closure takes `conn` and
-        // `live` with it; from here on the main thread never sees this connection again.
-        let spawned = std::thread::Builder::new()
-            .name("conn".into()) // what `top -H` and `ps -L` show
-            .stack_size(stack)
-            .spawn(move || handle_conn(conn, live, config, idle, stats));
-        match spawned {
-            // Dropping the JoinHandle detaches the thread: nobody joins it, it cleans up itself.
-            Ok(_detached) => {}
-            // pthread_create failed, nearly always EAGAIN: a thread limit (RLIMIT_NPROC,
-            // kernel.threads-max, pid_max — shared by every thread on the machine), or no memory
-            // for another stack. std dropped the closure, and with it `live` and `conn`
-            // (close(2): this client's connection ends unanswered — with a reset if its request
-            // had arrived). Retrying at once would only meet the same limit, so back off
-            // briefly: the next clients wait in the accept queue until some thread has ended.
-            Err(e) => {
-                THREADS_LIVE.fetch_sub(1, Relaxed);
-                SPAWN_FAILED.fetch_add(1, Relaxed);
-                warn_throttled!("{NAME}: cannot spawn a connection thread: {e}; closed that one");
-                std::thread::sleep(Duration::from_millis(10));
+        // THE MODEL: a new thread for this one connection. pthread_create(3): mmap(2) a stack of
+        // `--stack-size` bytes with a guard page below it, put the thread's descriptor and TLS at
+        // its top, then clone(2). From here on the main thread never sees this connection again.
+        let mut tid: libc::pthread_t = 0;
+        let arg = fd as usize as *mut libc::c_void; // the descriptor itself, not a pointer
+        // SAFETY: `tid` and `attr` are valid for the call; `conn_thread` is an extern "C" fn of
+        // the signature pthread_create wants, and it takes ownership of `fd` only if the thread
+        // was created (rc 0); otherwise nothing else refers to `fd` and we close it below.
+        let rc = unsafe { libc::pthread_create(&mut tid, attr.as_ptr(), conn_thread, arg) };
+        if rc != 0 {
+            // Nearly always EAGAIN: a thread limit (kernel.threads-max, pid_max — shared by every
+            // thread on the machine) or no memory for another stack. This client's connection
+            // ends unanswered (a reset if its request had arrived); retrying at once would only
+            // meet the same limit, so back off: the next clients wait in the accept queue.
+            // SAFETY: the thread was not created, so `fd` is still ours alone: close it once.
+            drop(unsafe { OwnedFd::from_raw_fd(fd) });
+            drop(stats.accepted(0)); // accepted, and closed at once
+            THREADS_LIVE.fetch_sub(1, Relaxed);
+            SPAWN_FAILED.fetch_add(1, Relaxed);
+            let e = Errno::from_raw(rc);
+            warn_throttled!("{NAME}: cannot create a connection thread: {e}; closed that one");
+            std::thread::sleep(Duration::from_millis(10));
+        } // created detached: nobody joins it, its stack goes back to glibc when it returns
+    }
+}
+
+/// The attributes every connection thread is created with: `--stack-size`, detached.
+struct ThreadAttr(libc::pthread_attr_t);
+
+impl ThreadAttr {
+    fn new(stack: u64) -> Result<ThreadAttr, SetupError> {
+        // SAFETY: pthread_attr_init initialises the zeroed struct before any other use; the
+        // setters below take a pointer to that initialised struct.
+        unsafe {
+            let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+            let mut rc = libc::pthread_attr_init(&mut attr);
+            // Detached: the thread frees its own stack when it ends, no pthread_join(3) needed.
+            if rc == 0 {
+                rc = libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+            }
+            // glibc rounds the size up to whole pages; EINVAL below PTHREAD_STACK_MIN (the
+            // argument parser already refuses anything below `MIN_STACK`).
+            if rc == 0 {
+                let size = usize::try_from(stack).unwrap_or(usize::MAX);
+                rc = libc::pthread_attr_setstacksize(&mut attr, size);
+            }
+            match rc {
+                0 => Ok(ThreadAttr(attr)),
+                rc => Err(Errno::from_raw(rc)).context("pthread_attr_setstacksize (--stack-size)"),
             }
         }
+    }
+
+    fn as_ptr(&self) -> *const libc::pthread_attr_t {
+        &self.0
     }
 }
 
 // ─── per-connection work ────────────────────────────────────────────────────────────────────
 
-/// The whole life of a connection thread: serve one connection to its end, then exit. Every
-/// failure ends this connection (and thread) only.
-fn handle_conn(
-    conn: OwnedFd,
-    live: LiveConn,
-    config: Config,
-    idle: Option<Duration>,
-    stats: &'static Stats,
-) {
+/// The whole life of a connection thread: serve one connection to its end, then return (which
+/// ends the thread). `arg` is the accepted descriptor. No `std::thread` here on purpose: its
+/// spawn allocates a handle, a result slot and the boxed closure for every thread, and the
+/// runtime gives each a signal stack (two more mappings); this thread allocates nothing while
+/// it waits, which is what makes it as cheap as the C original (README: where the pages go).
+extern "C" fn conn_thread(arg: *mut libc::c_void) -> *mut libc::c_void {
+    // SAFETY: `run` passed a descriptor accept4 just returned and never touches it again: this
+    // thread owns it, and OwnedFd closes it exactly once, when `handle_conn` drops it.
+    let conn = unsafe { OwnedFd::from_raw_fd(arg as usize as i32) };
+    // A panic must not unwind out of an extern "C" function (the process would abort): catch it
+    // here, so a bug hit by one connection ends that connection only. The default hook prints it.
+    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| handle_conn(conn)));
+    THREADS_LIVE.fetch_sub(1, Relaxed);
+    std::ptr::null_mut()
+}
+
+fn handle_conn(conn: OwnedFd) {
+    // Set before the first accept, so always there; were it not, this connection just closes.
+    let Some(sh) = SHARED.get() else { return };
+    let live = sh.stats.accepted(0); // "live" until this thread drops it
     // Idle timeout, then recv → session → send until the end. Even the socket options are set
     // here, not in the accept loop: the main thread is the one serial part of this model, so it
     // does as little as possible.
-    let session = Session::new(config, stats.worker(0));
-    simple_server::handle_conn(NAME, conn, idle, session); // (lesson 1) conn: moved, closed inside
+    let session = Session::new(sh.config, sh.stats.worker(0));
+    simple_server::handle_conn(NAME, conn, sh.idle, session); // (lesson 1) conn: closed inside
     drop(live); // the connection is closed: no longer live
-    THREADS_LIVE.fetch_sub(1, Relaxed);
-} // the thread ends: the runtime unmaps its signal stack, glibc unmaps (or caches) its stack
+}
 
 // ─── shutdown & report ──────────────────────────────────────────────────────────────────────
 

@@ -96,7 +96,7 @@ fn a_refused_thread_closes_its_connection_and_nothing_else() {
         let (bytes, _eof_or_reset) = c.read_to_end();
         assert!(bytes.is_empty(), "no thread, no answer: {bytes:?}");
     }
-    s.wait_for_log("cannot spawn a connection thread", "the refusal is logged");
+    s.wait_for_log("cannot create a connection thread", "the refusal is logged");
     assert!(
         s.is_running(),
         "a refused thread must not take the server down"
@@ -105,8 +105,8 @@ fn a_refused_thread_closes_its_connection_and_nothing_else() {
     let stopped = s.stop(Signal::SIGTERM);
     assert!(stopped.status.success(), "{stopped:?}");
     let out = &stopped.stdout;
-    // The client sees its connection closed as std drops the refused thread's closure, a
-    // moment before the accept loop counts the refusal: the last one may still be uncounted.
+    // The client sees its connection closed a moment before the accept loop counts the
+    // refusal: the last one may still be uncounted.
     let threads = numbers(out, "connection threads");
     assert!(threads[1] <= 1, "no thread is running:\n{out}");
     assert!(threads[2] >= 2, "the refusals are counted:\n{out}");
@@ -144,19 +144,24 @@ fn holds_10k_concurrent_connections() {
     println!("{out}");
 }
 
-/// Past the thread ceiling the server stops accepting instead of dying: the extra clients wait
-/// in the accept queue and are served as soon as threads finish. About 14,000 threads and as
-/// many descriptors on each side, so it runs on demand, like the 10k test:
-///
-/// `cargo test --release -p cgi_thread_server --test model -- --ignored --nocapture`
+/// Past the thread ceiling the server stops accepting instead of refusing: the extra clients
+/// wait in the accept queue and are served as soon as threads finish. The ceiling is the smaller
+/// of two system limits; with `RLIMIT_NOFILE` lowered to 400 it is the descriptors' (400 less a
+/// reserve of 32), a few hundred threads, so this runs with the other tests.
 #[test]
-#[ignore = "about 14,000 threads: run on demand (see the doc comment)"]
 fn past_the_thread_ceiling_clients_wait_and_the_server_lives() {
-    const EXTRA: usize = 100;
-    let first = Server::start(BIN, &["--addr", "127.0.0.1:0"]);
+    const EXTRA: usize = 30;
+    const NOFILE: u64 = 400;
+    let args = ["--addr", "127.0.0.1:0"];
+    let first = Server::start_limited(BIN, &args, Some(NOFILE));
     let ceiling = numbers(&first.stop(Signal::SIGTERM).stdout, "connection threads")[3] as usize;
+    assert_eq!(
+        ceiling as u64,
+        NOFILE - 32,
+        "the descriptors set the ceiling"
+    );
 
-    let mut s = Server::start(BIN, &["--addr", "127.0.0.1:0"]);
+    let mut s = Server::start_limited(BIN, &args, Some(NOFILE));
     let mut held = hold_connections(&s, ceiling);
     let mut extra: Vec<Conn> = (0..EXTRA).map(|_| Conn::new(s.connect())).collect();
     for c in &mut extra {
@@ -184,6 +189,7 @@ fn past_the_thread_ceiling_clients_wait_and_the_server_lives() {
         threads[0], ceiling as u64,
         "never a thread past the ceiling:\n{out}"
     );
+    assert_eq!(threads[2], 0, "no thread refused:\n{out}");
     assert_eq!(
         numbers(&out, "connections accepted"),
         [(ceiling + EXTRA) as u64],

@@ -99,7 +99,7 @@ pub struct StackArgs {
     pub stack_size: u64,
 }
 
-/// 64 KiB: a connection thread's deepest path is lesson 1's `handle_conn` (an 8 KiB read buffer
+/// 64 KiB: a connection thread's deepest path is lesson 1's `handle_conn` (a 2 KiB read buffer
 /// on the stack) plus the HTTP parser and a few frames of formatting, well under 32 KiB; 64 KiB leaves
 /// room and lets 10,000 threads reserve 640 MiB of address space instead of 20 GiB with std's
 /// 2 MiB default. Only touched pages ever become resident.

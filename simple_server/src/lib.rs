@@ -30,9 +30,14 @@ use server_common::net::{self, LINGER};
 use server_common::proto::{Flow, Session};
 use server_common::warn_throttled;
 
-/// How much one recv(2) may bring. 8 KiB on the stack: it holds a whole HTTP head of ours
-/// (`MAX_HEAD`) and keeps lesson 3's 64 KiB thread stacks safe.
-pub const READ_BUF: usize = 8 * 1024;
+/// How much one recv(2) may bring: 2 KiB, on the thread's stack. Small on purpose — in lesson 3
+/// every connection has a thread, and every stack page a waiting thread has touched is memory
+/// that connection costs for its whole life. glibc puts the thread's descriptor and TLS at the
+/// top of its stack, so a thread blocked in recv has touched two pages at least; 2 KiB of buffer
+/// plus the frames down to recv still fit in the second (lesson 3's README shows the pages, and
+/// what an 8 KiB zeroed buffer cost: two more per connection). A request bigger than one read is
+/// no problem: the session keeps a partial head until the rest arrives.
+pub const READ_BUF: usize = 2 * 1024;
 
 /// Serves `conn` until it ends — the session closes it, the client closes or resets it, or it
 /// stays silent for `idle` — then closes it. `name` prefixes the one diagnostic it may print.

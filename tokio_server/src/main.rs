@@ -28,8 +28,12 @@
 //!   10's `READS_PER_TURN`).
 //! - Not `#[tokio::main]`: its runtime, and its threads, would exist before our first line, and
 //!   the signal mask must be set before any thread is spawned (see lesson 1).
-//! - The price of convenience: an idle connection keeps its task and its 8 KiB read buffer;
-//!   lesson 10's is one slot of its table (the memory sweep in the README measures both).
+//! - What a runtime makes cheap, and what it does not: a waiting task holds no buffer — it
+//!   awaits *readability*, then reads into its worker thread's one scratch buffer, borrowed
+//!   only until the bytes are fed to the session (lesson 10 does the same with its loop's).
+//!   What stays is the task itself, its timer and its socket's slot in the I/O driver; a task
+//!   that awaited `read(&mut buf)` would keep `buf` for as long as it waits. `src/conn_io.rs`
+//!   holds the socket calls, each written so that a waiting task stays small.
 //!
 //! ## Where it breaks
 //! `--delay-ms` blocks a worker thread and the tasks queued behind it (tokio's answer is
@@ -58,14 +62,15 @@ use clap::Parser;
 use nix::errno::Errno;
 use nonblocking_busy_server::ACCEPT_BACKOFF; // (lesson 7) the pause after EMFILE
 use server_common::cli::CommonArgs;
-use server_common::net::{self, Blocking, LINGER};
+use server_common::net::{self, Blocking};
 use server_common::proto::{Flow, Session};
 use server_common::stats::{LiveConn, Stats};
 use server_common::{Context, SetupError, shutdown, warn_throttled};
-use simple_server::READ_BUF; // (lesson 1) the read buffer of a blocking connection
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
+
+mod conn_io; // the connection's syscalls, sized so that a waiting task stays small
+use conn_io::{linger_close, read_once, send_all, timed_out, within};
 
 const NAME: &str = env!("CARGO_PKG_NAME");
 
@@ -162,94 +167,75 @@ async fn after_accept_error(e: io::Error) {
 /// where lesson 10 returns to its loop. `read` calls recv(2); on EAGAIN tokio clears the
 /// socket's readiness, keeps this task's *waker* and returns Pending; epoll's next event for the
 /// socket calls the waker, which queues the task again (a short read clears readiness too).
-async fn handle_conn(
-    mut conn: TcpStream,
+///
+/// A plain fn returning an `async move` block, not an `async fn`: an async fn's state keeps each
+/// argument twice (the argument, and the local it is moved into), here 168 bytes per task.
+#[allow(clippy::manual_async_fn)] // on purpose: see just above
+fn handle_conn(
+    conn: TcpStream,
     mut session: Session,
     idle: Option<Duration>,
-    _live: LiveConn, // counted open until this task ends
-) {
-    // TCP_NODELAY: each answer leaves at once (lesson 1).
-    if let Err(e) = conn.set_nodelay(true) {
-        warn_throttled!("{NAME}: TCP_NODELAY: {e}");
-    }
-    // One buffer for reads, one for what is owed (all written before reading on): for life.
-    let mut buf = vec![0u8; READ_BUF];
-    let mut out = Vec::new();
-    // When a head that started arriving must be whole (--head-timeout from its first byte):
-    // while part of a head waits, a read may wait only until then.
-    let mut head_by: Option<Instant> = None;
-    loop {
-        let left = head_by.map(|t| t.saturating_duration_since(Instant::now()));
-        let mut flow = match within(idle.into_iter().chain(left).min(), conn.read(&mut buf)).await {
-            Ok(0) => session.eof(), // the client half-closed; all we owed is sent: close
-            Ok(n) => session.feed(&buf[..n], &mut out),
-            // Past the head's deadline: 408, then a lingering close (best effort).
-            Err(e)
-                if e.kind() == io::ErrorKind::TimedOut
-                    && head_by.is_some_and(|t| t <= Instant::now()) =>
-            {
-                session.head_timeout(&mut out);
-                if send_all(&mut conn, &out, idle).await.is_ok() {
-                    linger_close(conn, &mut buf).await;
-                }
-                return;
-            }
-            Err(e) => return gone(e), // reset, or silent for --idle-timeout
-        };
-        // All owed goes out before reading on, and the requests the session held back after it.
+    live: LiveConn, // counted open until this task ends
+) -> impl Future<Output = ()> {
+    async move {
+        let _live = &live; // held (not moved) by the task: dropped when it ends
+        // TCP_NODELAY: each answer leaves at once (lesson 1).
+        if let Err(e) = conn.set_nodelay(true) {
+            warn_throttled!("{NAME}: TCP_NODELAY: {e}");
+        }
+        let mut out = Vec::new(); // what is owed: all written before reading on
+        // When a head that started arriving must be whole (--head-timeout from its first byte):
+        // while part of a head waits, a read may wait only until then.
+        let mut head_by: Option<Instant> = None;
         loop {
-            if let Err(e) = send_all(&mut conn, &out, idle).await {
-                return gone(e);
+            let left = head_by.map(|t| t.saturating_duration_since(Instant::now()));
+            // Wait for readability (epoll said so), holding no buffer; then one recv(2). poll_fn
+            // over poll_read_ready, not `readable()`: the waker waits in the socket's own reader
+            // slot, where `readable()` would keep a 152-byte waiter node in this task.
+            let readable = std::future::poll_fn(|cx| conn.poll_read_ready(cx));
+            let ready = timed_out(within(idle.into_iter().chain(left).min(), readable).await);
+            let mut flow = match ready.and_then(|()| read_once(&conn, &mut session, &mut out)) {
+                Ok(Some(flow)) => flow,
+                Ok(None) => continue, // EAGAIN after all: tokio cleared the readiness, wait again
+                // Past the head's deadline: 408, then a lingering close (best effort).
+                Err(e)
+                    if e.kind() == io::ErrorKind::TimedOut
+                        && head_by.is_some_and(|t| t <= Instant::now()) =>
+                {
+                    session.head_timeout(&mut out);
+                    if send_all(&conn, &out, idle).await.is_ok() {
+                        Box::pin(linger_close(conn)).await; // boxed: see linger_close
+                    }
+                    return;
+                }
+                Err(e) => return gone(e), // reset, or silent for --idle-timeout
+            };
+            // All owed goes out before reading on, and the requests the session held back after it.
+            loop {
+                if let Err(e) = send_all(&conn, &out, idle).await {
+                    return gone(e);
+                }
+                out.clear(); // keeps its capacity
+                if flow != Flow::Continue || !session.backlog() {
+                    break;
+                }
+                // A write that did not wait used none of tokio's coop budget (try_write is not
+                // a tokio operation): count each batch of answers here, so that a client
+                // pipelining thousands of requests yields this worker every 128 batches, as
+                // `write().await` would (docs/contract.md §4, fairness).
+                tokio::task::consume_budget().await;
+                flow = session.feed(&[], &mut out);
             }
-            out.clear(); // keeps its capacity
-            if flow != Flow::Continue || !session.backlog() {
-                break;
+            let by = head_by.or_else(|| Some(Instant::now() + session.head_limit()?));
+            head_by = session.head_pending().then_some(by).flatten();
+            match flow {
+                Flow::Continue => {}
+                Flow::Close { linger: true } => return Box::pin(linger_close(conn)).await,
+                Flow::Close { linger: false } => return, // dropped: epoll_ctl DEL, close(2)
             }
-            flow = session.feed(&[], &mut out);
-        }
-        let by = head_by.or_else(|| Some(Instant::now() + session.head_limit()?));
-        head_by = session.head_pending().then_some(by).flatten();
-        match flow {
-            Flow::Continue => {}
-            Flow::Close { linger: true } => return linger_close(conn, &mut buf).await,
-            Flow::Close { linger: false } => return, // dropped: epoll_ctl DEL, close(2)
         }
     }
 }
-
-/// write(2) until all is sent — partial writes and EAGAIN are tokio's — with the idle timeout
-/// *per call*, restarted whenever the client takes a byte: `write_all` under one timeout would
-/// cut off a client that reads slowly but steadily. std sends with MSG_NOSIGNAL: a vanished
-/// client is an EPIPE for this task only.
-async fn send_all(conn: &mut TcpStream, mut data: &[u8], idle: Option<Duration>) -> io::Result<()> {
-    while !data.is_empty() {
-        match within(idle, conn.write(data)).await? {
-            0 => return Err(io::ErrorKind::WriteZero.into()),
-            n => data = &data[n..],
-        }
-    }
-    Ok(())
-}
-
-/// `io`, or TimedOut after `idle`; the timer enters tokio's wheel only if `io` is not ready.
-async fn within<T>(
-    idle: Option<Duration>,
-    io: impl Future<Output = io::Result<T>>,
-) -> io::Result<T> {
-    match idle {
-        Some(limit) => tokio::time::timeout(limit, io).await?, // Elapsed → ErrorKind::TimedOut
-        None => io.await,
-    }
-}
-
-/// The lingering close (`docs/contract.md` §5) as a plain sequence, not conn.rs's `Lingering`
-/// state: shutdown(2) SHUT_WR, then discard input until EOF, an error, or LINGER has passed.
-async fn linger_close(mut conn: TcpStream, buf: &mut [u8]) {
-    if conn.shutdown().await.is_ok() {
-        let drain = async { while let Ok(1..) = conn.read(buf).await {} };
-        let _ = tokio::time::timeout(LINGER, drain).await; // timed out: close all the same
-    }
-} // conn dropped: close(2)
 
 /// A connection's error ends that connection only. The usual ones are not news.
 fn gone(e: io::Error) {
@@ -276,10 +262,10 @@ mod tests {
     use server_common::proto::Config;
 
     /// What an idle connection costs besides its socket: this future (in its task, on the
-    /// heap), its READ_BUF buffer and its `out` (empty until the first answer). Lesson 10: a
-    /// 160-byte slot and no buffer. (In a test, a failing `expect` is a failing test.)
+    /// heap) and its `out` (empty until the first answer); no read buffer. Lesson 10: a slot of
+    /// its table. (In a test, a failing `expect` is a failing test.)
     #[test]
-    fn a_connection_task_is_a_few_hundred_bytes_plus_its_buffer() {
+    fn a_connection_task_is_a_few_hundred_bytes_and_holds_no_buffer() {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -293,8 +279,8 @@ mod tests {
             let idle = Some(Duration::from_secs(60));
             let task = handle_conn(conn, session, idle, stats.accepted(0));
             let size = size_of_val(&task);
-            println!("bytes per connection future: {size}, plus a {READ_BUF}-byte read buffer");
-            assert!(size <= 1024, "{size}");
+            println!("bytes per connection future: {size}, and no read buffer");
+            assert!(size <= 512, "{size}");
         });
     }
 }
