@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::procs;
-use crate::scenarios::{Load, Proto};
+use crate::scenarios::{Load, Mix, Proto};
 
 /// What a client run produced, whatever the client.
 #[derive(Clone, Debug, Default)]
@@ -27,6 +27,53 @@ pub struct ClientOutcome {
     /// The client could not run or its output could not be read.
     pub failure: Option<String>,
     pub json: Option<Value>,
+    /// A `--mix` run: the cheap and the expensive requests' latency apart.
+    pub mix: Option<MixOutcome>,
+}
+
+/// One kind of request's latency in a `--mix` run (echo_client's `mix.cheap`, `mix.expensive`;
+/// µs, measured as `latency_us`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct KindLatency {
+    /// Requests of this kind completed.
+    pub count: Option<u64>,
+    pub p50_us: Option<f64>,
+    pub p90_us: Option<f64>,
+    pub p99_us: Option<f64>,
+    pub p99_9_us: Option<f64>,
+    pub max_us: Option<f64>,
+}
+
+/// echo_client's `mix` object: which requests were expensive, and each kind's latency.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MixOutcome {
+    pub mix: Mix,
+    pub cheap: KindLatency,
+    pub expensive: KindLatency,
+}
+
+fn kind_latency(v: &Value) -> KindLatency {
+    KindLatency {
+        count: v.get("count").and_then(Value::as_u64),
+        p50_us: num(v, "/p50"),
+        p90_us: num(v, "/p90"),
+        p99_us: num(v, "/p99"),
+        p99_9_us: num(v, "/p99_9"),
+        max_us: num(v, "/max"),
+    }
+}
+
+/// The `mix` object of echo_client's JSON, absent without `--mix`.
+fn parse_mix(v: &Value) -> Option<MixOutcome> {
+    let m = v.get("mix").filter(|m| m.is_object())?;
+    Some(MixOutcome {
+        mix: Mix {
+            every: m.get("every").and_then(Value::as_u64)? as u32,
+            path: m.get("path").and_then(Value::as_str)?.to_string(),
+        },
+        cheap: m.get("cheap").map(kind_latency).unwrap_or_default(),
+        expensive: m.get("expensive").map(kind_latency).unwrap_or_default(),
+    })
 }
 
 /// echo_client's flags for a load (see echo_client/README.md).
@@ -44,6 +91,7 @@ pub fn echo_client_args(addr: SocketAddr, load: &Load) -> Vec<String> {
             messages,
             duration,
             close,
+            mix,
         } => {
             let proto = if *proto == Proto::Http {
                 "http"
@@ -64,6 +112,9 @@ pub fn echo_client_args(addr: SocketAddr, load: &Load) -> Vec<String> {
             }
             if *close {
                 a.push("--close".into());
+            }
+            if let Some(m) = mix {
+                a.extend(["--mix".into(), format!("{}:{}", m.every, m.path)]);
             }
         }
     }
@@ -119,6 +170,7 @@ pub fn parse_echo_client(v: &Value) -> ClientOutcome {
             .filter(|&i| i)
             .map(|_| "client interrupted".into()),
         json: Some(v.clone()),
+        mix: parse_mix(v),
     }
 }
 
@@ -243,6 +295,70 @@ pub fn parse_wrk(out: &str) -> ClientOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A real `echo_client --proto http -c 4 -d 1000ms --mix 10:/work/500 --json` against
+    /// `echo_client/examples/echo_server.rs --http` (which ignores `/work/N`: both kinds cost the
+    /// same there).
+    const MIX_JSON: &str = include_str!("../fixtures/echo_client_mix.json");
+
+    #[test]
+    fn parses_the_mix_of_echo_client_json() {
+        let v: Value = serde_json::from_str(MIX_JSON).expect("fixture is JSON");
+        let c = parse_echo_client(&v);
+        assert_eq!(c.rate, Some(73973.0));
+        assert_eq!(c.errors, 0);
+        let m = c.mix.expect("a --mix run has a mix");
+        assert_eq!(
+            m.mix,
+            Mix {
+                every: 10,
+                path: "/work/500".into()
+            }
+        );
+        assert_eq!(
+            m.cheap,
+            KindLatency {
+                count: Some(66579),
+                p50_us: Some(53.407),
+                p90_us: Some(54.495),
+                p99_us: Some(76.479),
+                p99_9_us: Some(117.759),
+                max_us: Some(1272.831),
+            }
+        );
+        assert_eq!(m.expensive.count, Some(7394));
+        assert_eq!(
+            (m.expensive.p50_us, m.expensive.p99_us),
+            (Some(53.471), Some(80.255))
+        );
+        // The kinds add up to every completed request.
+        assert_eq!(
+            m.cheap.count.zip(m.expensive.count).map(|(a, b)| a + b),
+            c.completed
+        );
+        // Without --mix there is no mix object, and no mix.
+        let mut plain = v.clone();
+        plain.as_object_mut().expect("object").remove("mix");
+        assert_eq!(parse_echo_client(&plain).mix, None);
+    }
+
+    #[test]
+    fn a_mixed_load_passes_its_mix_to_echo_client() {
+        let load = Load::Closed {
+            proto: Proto::Http,
+            conns: 100,
+            messages: None,
+            duration: Some(Duration::from_secs(5)),
+            close: false,
+            mix: Some(Mix {
+                every: 10,
+                path: "/work/500".into(),
+            }),
+        };
+        let a = echo_client_args("127.0.0.1:1".parse().expect("addr"), &load);
+        let i = a.iter().position(|x| x == "--mix").expect("--mix");
+        assert_eq!(a[i + 1], "10:/work/500");
+    }
 
     #[test]
     fn parses_wrk_output() {

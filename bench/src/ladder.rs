@@ -120,11 +120,17 @@ pub fn run(plan: &Plan, rungs: &[&Rung], bins: &Path, command: String) -> Result
             subjects * s.points.len()
         })
         .sum();
-    let steps = rounds as usize
-        * (sweep_runs
-            + plan.scenarios.len() * rungs.len()
-            + plan.scenarios.iter().filter(|s| s.anchors).count() * anchor_workers.len()
-            + if plan.cost { rungs.len() } else { 0 });
+    let scenario_runs: usize = plan
+        .scenarios
+        .iter()
+        .map(|s| {
+            who.iter()
+                .filter(|w| (!w.anchor || s.anchors) && s.runs(&w.name))
+                .count()
+        })
+        .sum();
+    let steps =
+        rounds as usize * (sweep_runs + scenario_runs + if plan.cost { rungs.len() } else { 0 });
     let bar = ProgressBar::new(steps as u64);
     bar.set_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
@@ -171,12 +177,22 @@ pub fn run(plan: &Plan, rungs: &[&Rung], bins: &Path, command: String) -> Result
     );
 
     let mut rows: Vec<Row> = Vec::new();
-    for sc in &plan.scenarios {
-        for w in who.iter().filter(|w| !w.anchor || sc.anchors) {
+    // The mixed workload's expensive request: about a millisecond at the unit just measured.
+    let scenarios = scenarios::with_work_unit(&plan.scenarios, stamp.work_unit_us);
+    for sc in &scenarios {
+        // A rung the scenario names but the build lacks is simply not among `who`.
+        for w in who
+            .iter()
+            .filter(|w| (!w.anchor || sc.anchors) && sc.runs(&w.name))
+        {
+            let sc = scenarios::Scenario {
+                server_args: sc.server_args_for(&w.name),
+                ..sc.clone()
+            };
             let mut each = Vec::new();
             for _ in 0..rounds {
                 tick(&format!("{} · {}", w.name, sc.id));
-                each.push(run::load(&w.subject, sc, &echo_client, true));
+                each.push(run::load(&w.subject, &sc, &echo_client, true));
             }
             rows.extend(Row::median_of(each));
         }
@@ -379,10 +395,37 @@ pub fn report(res: &Results, out: &Path, readmes: bool) -> Result<(), String> {
         .map(|s| (s.id.to_string(), s.title))
         .collect();
     if !titles.is_empty() {
-        index += "\n## Single-point scenarios\n\nWhat no sweep covers: connection churn, the echo protocol, 10,000 connections at once.\n\n";
+        index += "\n## Single-point scenarios\n\nWhat no sweep covers: connection churn, the echo protocol, 10,000 connections at once, head-of-line blocking.\n\n";
     }
     for (id, title) in &titles {
         let these = rows_of(&res.rows, id);
+        // Its own page even when no round got as far as the mix (all crashed, say).
+        if these.iter().any(|r| r.mix.is_some()) || scenarios::has_mix(id) {
+            let md = mixed_page(
+                id,
+                title,
+                &these,
+                &stamp_line,
+                &note,
+                res.stamp.work_unit_us,
+            );
+            println!("\n{md}");
+            std::fs::write(out.join(format!("{id}.md")), md).map_err(|e| e.to_string())?;
+            let bars: Vec<(String, Option<f64>, bool)> = these
+                .iter()
+                .map(|r| {
+                    let p99 = r.mix.as_ref().and_then(|m| m.cheap_p99_us);
+                    (r.rung.clone(), p99.map(|s| s.median), r.anchor)
+                })
+                .collect();
+            let chart_title = "Cheap requests' p99 beside expensive ones";
+            if let Err(e) = charts::bars(&out.join(format!("{id}.svg")), chart_title, "µs", &bars)
+            {
+                eprintln!("bench: chart {id}: {e}");
+            }
+            index += &format!("- [{title}]({id}.md) — ![chart]({id}.svg)\n");
+            continue;
+        }
         let with_wrk = these.iter().any(|r| r.wrk_rate.is_some());
         let table = results::scenario_table(&these, with_wrk);
         println!("\n## {title}\n\n{table}");
@@ -455,6 +498,24 @@ pub fn report(res: &Results, out: &Path, readmes: bool) -> Result<(), String> {
         write_readme_blocks(res, &sweeps_all, &titles, &costs)?;
     }
     Ok(())
+}
+
+/// The page of a mixed workload (docs/results/mixed.md): the stamps, what was sent, the table
+/// of the cheap and the expensive requests, and the chart of the cheap requests' p99.
+fn mixed_page(
+    id: &str,
+    title: &str,
+    rows: &[&Row],
+    stamp_line: &str,
+    note: &str,
+    work_unit_us: Option<f64>,
+) -> String {
+    format!(
+        "# {title}\n\n{}\n\n{note}\n\n{}\n\n{}\n![The cheap requests' p99 per server]({id}.svg)\n",
+        results::stamps(rows.iter().map(|r| r.measured.as_str()), stamp_line),
+        results::mixed_about(rows, work_unit_us),
+        results::mixed_table(rows),
+    )
 }
 
 fn cost_about(mode: Mode) -> String {

@@ -69,10 +69,18 @@ fn spawn_in_group(cmd: &mut Command) -> std::io::Result<Child> {
     Ok(child)
 }
 
-fn drain(mut from: impl Read + Send + 'static) -> Arc<Mutex<Vec<u8>>> {
+fn drain(from: impl Read + Send + 'static) -> Arc<Mutex<Vec<u8>>> {
+    drain_until_eof(from).0
+}
+
+/// As [`drain`], with the reading thread's handle: it ends at end of file, once every process
+/// holding the pipe's write end has closed it.
+fn drain_until_eof(
+    mut from: impl Read + Send + 'static,
+) -> (Arc<Mutex<Vec<u8>>>, std::thread::JoinHandle<()>) {
     let into = Arc::new(Mutex::new(Vec::new()));
     let sink = into.clone();
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         let mut buf = [0u8; 8192];
         while let Ok(n @ 1..) = from.read(&mut buf) {
             sink.lock()
@@ -80,7 +88,7 @@ fn drain(mut from: impl Read + Send + 'static) -> Arc<Mutex<Vec<u8>>> {
                 .extend_from_slice(&buf[..n]);
         }
     });
-    into
+    (into, reader)
 }
 
 fn text(buf: &Arc<Mutex<Vec<u8>>>) -> String {
@@ -122,9 +130,9 @@ pub fn run_bounded(cmd: &mut Command, limit: Duration) -> std::io::Result<Finish
     let t0 = Instant::now();
     let mut child = spawn_in_group(cmd)?;
     let pgid = child.id() as i32;
-    let (out, err) = (
-        drain(child.stdout.take().expect("piped")),
-        drain(child.stderr.take().expect("piped")),
+    let ((out, out_reader), (err, err_reader)) = (
+        drain_until_eof(child.stdout.take().expect("piped")),
+        drain_until_eof(child.stderr.take().expect("piped")),
     );
     let mut timed_out = false;
     let cpu_s = loop {
@@ -139,7 +147,16 @@ pub fn run_bounded(cmd: &mut Command, limit: Duration) -> std::io::Result<Finish
         std::thread::sleep(Duration::from_millis(10));
     };
     kill_group(pgid); // anything the command left behind in its group
-    std::thread::sleep(Duration::from_millis(20)); // let the drain threads read the last bytes
+    // Let the drain threads read the last bytes: they end at end of file, which comes once the
+    // group is gone. A fixed short sleep was not enough on a loaded machine (at `nice 19` beside
+    // a benchmark the reader may not run for tens of ms: an empty stdout, a "failed" cell);
+    // bounded, as a process outside the group could still hold the pipe open.
+    let t1 = Instant::now();
+    while !(out_reader.is_finished() && err_reader.is_finished())
+        && t1.elapsed() < Duration::from_secs(5)
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     Ok(Finished {
         timed_out,
         stdout: text(&out),

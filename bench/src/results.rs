@@ -4,6 +4,8 @@
 
 use serde_json::{Value, json};
 
+use crate::spread::Spread;
+
 /// How a run went, as the table says it.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Verdict {
@@ -60,6 +62,86 @@ pub struct Row {
     pub rounds: u32,
     pub rate_min: Option<f64>,
     pub rate_max: Option<f64>,
+    /// Server CPU per completed request, µs: the median of the rounds with their range.
+    pub cpu_us_per_req: Option<Spread>,
+    /// A mixed workload (echo_client `--mix`): the cheap and the expensive requests apart.
+    pub mix: Option<MixRow>,
+}
+
+/// The two kinds of request of a mixed workload: each latency the median of the rounds (each
+/// on its own, as a sweep cell's metrics) with their range.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MixRow {
+    pub every: u32,
+    /// The expensive requests' target (`/work/N`).
+    pub path: String,
+    pub cheap_p50_us: Option<Spread>,
+    pub cheap_p99_us: Option<Spread>,
+    pub expensive_p50_us: Option<Spread>,
+    pub expensive_p99_us: Option<Spread>,
+    /// Requests of each kind completed, in the row's (median) round.
+    pub cheap_count: Option<u64>,
+    pub expensive_count: Option<u64>,
+}
+
+impl MixRow {
+    /// One round's, from the client.
+    pub fn of_round(m: &crate::client::MixOutcome) -> MixRow {
+        let one = |x: Option<f64>| x.and_then(|v| Spread::of([v]));
+        MixRow {
+            every: m.mix.every,
+            path: m.mix.path.clone(),
+            cheap_p50_us: one(m.cheap.p50_us),
+            cheap_p99_us: one(m.cheap.p99_us),
+            expensive_p50_us: one(m.expensive.p50_us),
+            expensive_p99_us: one(m.expensive.p99_us),
+            cheap_count: m.cheap.count,
+            expensive_count: m.expensive.count,
+        }
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "every": self.every, "path": self.path,
+            "cheap_p50_us": spread_json(self.cheap_p50_us),
+            "cheap_p99_us": spread_json(self.cheap_p99_us),
+            "expensive_p50_us": spread_json(self.expensive_p50_us),
+            "expensive_p99_us": spread_json(self.expensive_p99_us),
+            "cheap_count": self.cheap_count, "expensive_count": self.expensive_count,
+        })
+    }
+
+    fn from_json(v: &Value) -> Option<MixRow> {
+        let s = |k: &str| v.get(k).and_then(spread_from_json);
+        Some(MixRow {
+            every: v.get("every")?.as_u64()? as u32,
+            path: v.get("path")?.as_str()?.to_string(),
+            cheap_p50_us: s("cheap_p50_us"),
+            cheap_p99_us: s("cheap_p99_us"),
+            expensive_p50_us: s("expensive_p50_us"),
+            expensive_p99_us: s("expensive_p99_us"),
+            cheap_count: v.get("cheap_count").and_then(Value::as_u64),
+            expensive_count: v.get("expensive_count").and_then(Value::as_u64),
+        })
+    }
+}
+
+/// A spread in results.json: `{"median", "min", "max", "rounds"}`, or null.
+fn spread_json(s: Option<Spread>) -> Value {
+    s.map_or(
+        Value::Null,
+        |s| json!({"median": s.median, "min": s.min, "max": s.max, "rounds": s.n}),
+    )
+}
+
+fn spread_from_json(v: &Value) -> Option<Spread> {
+    let f = |k: &str| v.get(k).and_then(Value::as_f64);
+    Some(Spread {
+        median: f("median")?,
+        min: f("min")?,
+        max: f("max")?,
+        n: v.get("rounds").and_then(Value::as_u64).unwrap_or(1) as usize,
+    })
 }
 
 /// Thousands separators: 12345.6 → "12,346".
@@ -154,13 +236,34 @@ impl Row {
             "syscalls_per_req": self.syscalls_per_req, "client": self.client_json,
             "measured": self.measured, "rounds": self.rounds,
             "rate_min": self.rate_min, "rate_max": self.rate_max,
+            "cpu_us_per_req": spread_json(self.cpu_us_per_req),
+            "mix": self.mix.as_ref().map(MixRow::json),
         })
     }
 
-    /// The round with the median rate stands for all of them, with their range beside it.
+    /// Server CPU per completed request in this round, µs.
+    pub fn round_cpu_us_per_req(&self) -> Option<f64> {
+        let n = self.completed.filter(|&n| n > 0)? as f64;
+        Some(self.server_cpu_s? * 1e6 / n)
+    }
+
+    /// The round with the median rate stands for all of them, with their range beside it; CPU
+    /// per request and a mixed workload's latencies are each the median of the rounds' own.
     pub fn median_of(mut rounds: Vec<Row>) -> Option<Row> {
         let n = rounds.len() as u32;
-        let spread = crate::spread::Spread::of(rounds.iter().filter_map(|r| r.rate));
+        let spread = Spread::of(rounds.iter().filter_map(|r| r.rate));
+        let cpu = Spread::of(rounds.iter().filter_map(Row::round_cpu_us_per_req));
+        let mixes: Vec<&MixRow> = rounds.iter().filter_map(|r| r.mix.as_ref()).collect();
+        let mix_spread = |f: fn(&MixRow) -> Option<Spread>| {
+            Spread::of(mixes.iter().filter_map(|m| f(m)).map(|s| s.median))
+        };
+        let mix = mixes.first().map(|first| MixRow {
+            cheap_p50_us: mix_spread(|m| m.cheap_p50_us),
+            cheap_p99_us: mix_spread(|m| m.cheap_p99_us),
+            expensive_p50_us: mix_spread(|m| m.expensive_p50_us),
+            expensive_p99_us: mix_spread(|m| m.expensive_p99_us),
+            ..(*first).clone()
+        });
         // Rounds without a rate (a crash, a time-out) sort first: with most rounds clean the
         // median is a clean one, and with most failed the row says so.
         rounds.sort_by(|a, b| {
@@ -175,6 +278,16 @@ impl Row {
         row.rounds = n;
         row.rate_min = spread.map(|s| s.min);
         row.rate_max = spread.map(|s| s.max);
+        row.cpu_us_per_req = cpu;
+        if let Some(m) = mix {
+            // The counts are the row's own round's.
+            let own = row.mix.take();
+            row.mix = Some(MixRow {
+                cheap_count: own.as_ref().and_then(|o| o.cheap_count),
+                expensive_count: own.as_ref().and_then(|o| o.expensive_count),
+                ..m
+            });
+        }
         Some(row)
     }
 }
@@ -253,6 +366,9 @@ impl Row {
             rounds: v.get("rounds").and_then(Value::as_u64).unwrap_or(1) as u32,
             rate_min: f("rate_min"),
             rate_max: f("rate_max"),
+            // Both added after schema 3's first files: absent there, and read as none.
+            cpu_us_per_req: v.get("cpu_us_per_req").and_then(spread_from_json),
+            mix: v.get("mix").and_then(MixRow::from_json),
         }
     }
 }
@@ -332,7 +448,22 @@ pub fn scenario_table(rows: &[&Row], with_wrk: bool) -> String {
             us(r.p50_us),
             us(r.p99_us),
             us(r.max_us),
-            r.notes_cell(),
+            r.mix.as_ref().map_or_else(
+                || r.notes_cell(),
+                |m| {
+                    // A mixed row elsewhere than its own page (a rung's README): the cheap
+                    // requests' latency, which the all-requests columns blur.
+                    let cheap = format!(
+                        "cheap requests p50 {}, p99 {}",
+                        us(m.cheap_p50_us.map(|s| s.median)),
+                        us(m.cheap_p99_us.map(|s| s.median))
+                    );
+                    match r.notes_cell() {
+                        n if n == "ok" => cheap,
+                        n => format!("{n}; {cheap}"),
+                    }
+                }
+            ),
             r.server_cpu_s.map_or("–".into(), |c| format!("{c:.2} s")),
             mib(r.peak_pss_kib),
             r.peak_threads.map_or("–".into(), |t| thousands(t as f64)),
@@ -354,6 +485,69 @@ pub fn scenario_table(rows: &[&Row], with_wrk: bool) -> String {
             );
         }
         s += "\n";
+    }
+    s
+}
+
+fn spread_cell(s: Option<Spread>, fmt: impl Fn(f64) -> String) -> String {
+    s.map_or("–".into(), |s| s.show(fmt))
+}
+
+/// The mixed workload's page text above its table: what was sent, and how to read it.
+/// `work_unit_us`: the `--work` unit measured at the start of the run, if known.
+pub fn mixed_about(rows: &[&Row], work_unit_us: Option<f64>) -> String {
+    let mut kinds: Vec<(u32, &str)> = Vec::new();
+    for m in rows.iter().filter_map(|r| r.mix.as_ref()) {
+        if !kinds.contains(&(m.every, m.path.as_str())) {
+            kinds.push((m.every, m.path.as_str()));
+        }
+    }
+    let sent = kinds
+        .iter()
+        .map(|(every, path)| {
+            let cost = path
+                .strip_prefix("/work/")
+                .and_then(|n| n.parse::<f64>().ok())
+                .zip(work_unit_us)
+                .map(|(n, u)| format!(" (≈ {:.1} ms of CPU at {u:.2} µs per unit)", n * u / 1000.0))
+                .unwrap_or_default();
+            format!("every {every}th request of each connection is `GET {path}`{cost}")
+        })
+        .collect::<Vec<_>>()
+        .join("; in other rows ");
+    format!(
+        "Closed loop, HTTP keep-alive: {sent}, the others `GET /` at no work \
+         ([contract](../contract.md) §5, echo_client `--mix`). A pool runs with a worker per \
+         connection (`--workers`). **Cheap** and **expensive** are the two kinds' latencies \
+         apart: a cheap request queued on one event loop behind an expensive one waits for it \
+         (head-of-line blocking), so the cheap requests' p99 is the column that tells the models \
+         apart. Each latency and the CPU per request is the median of the rounds' own, with \
+         their min–max; throughput is the median round's."
+    )
+}
+
+/// The mixed workload's table: the cheap and the expensive requests' latency apart, then
+/// throughput and server CPU per request.
+pub fn mixed_table(rows: &[&Row]) -> String {
+    let mut s = String::from(
+        "| server | cheap p50 | cheap p99 | expensive p50 | expensive p99 | throughput | server CPU per request | errors / notes |\n|---|--:|--:|--:|--:|--:|--:|---|\n",
+    );
+    for r in rows {
+        let m = r.mix.clone().unwrap_or_default();
+        let cpu = r
+            .cpu_us_per_req
+            .or_else(|| r.round_cpu_us_per_req().and_then(|c| Spread::of([c])));
+        s += &format!(
+            "| `{}` | {} | {} | {} | {} | {} | {} | {} |\n",
+            r.rung,
+            spread_cell(m.cheap_p50_us, latency),
+            spread_cell(m.cheap_p99_us, latency),
+            spread_cell(m.expensive_p50_us, latency),
+            spread_cell(m.expensive_p99_us, latency),
+            r.rate_cell(),
+            spread_cell(cpu, |c| format!("{c:.1} µs")),
+            r.notes_cell(),
+        );
     }
     s
 }
@@ -538,6 +732,146 @@ mod tests {
             (Some(9.0), Some(8.0), Some(9.0))
         );
         assert!(cost_table(&[&c]).contains("| 9.0 µs (8.0–9.0) |"));
+    }
+
+    /// A mixed row as a round makes it: rate, CPU, and the mix of the client's JSON.
+    fn mixed_round(rung: &str, rate: f64, cpu_s: f64, cheap: (f64, f64), exp: (f64, f64)) -> Row {
+        let mix = crate::client::MixOutcome {
+            mix: crate::scenarios::Mix {
+                every: 10,
+                path: "/work/500".into(),
+            },
+            cheap: crate::client::KindLatency {
+                count: Some(9_000),
+                p50_us: Some(cheap.0),
+                p99_us: Some(cheap.1),
+                ..Default::default()
+            },
+            expensive: crate::client::KindLatency {
+                count: Some(1_000),
+                p50_us: Some(exp.0),
+                p99_us: Some(exp.1),
+                ..Default::default()
+            },
+        };
+        Row {
+            rung: rung.into(),
+            scenario: "mixed".into(),
+            unit: "req/s",
+            verdict: Some(Verdict::Ok),
+            rate: Some(rate),
+            completed: Some(10_000),
+            server_cpu_s: Some(cpu_s),
+            mix: Some(MixRow::of_round(&mix)),
+            ..Row::default()
+        }
+    }
+
+    #[test]
+    fn a_mixed_row_is_read_from_the_client_and_keeps_each_latency_s_median() {
+        let v: Value = serde_json::from_str(include_str!("../fixtures/echo_client_mix.json"))
+            .expect("fixture");
+        let c = crate::client::parse_echo_client(&v);
+        let m = MixRow::of_round(c.mix.as_ref().expect("mix"));
+        assert_eq!((m.every, m.path.as_str()), (10, "/work/500"));
+        assert_eq!(m.cheap_p99_us.map(|s| s.median), Some(76.479));
+        assert_eq!(m.expensive_p50_us.map(|s| s.median), Some(53.471));
+        assert_eq!(
+            (m.cheap_count, m.expensive_count),
+            (Some(66579), Some(7394))
+        );
+
+        // Each latency is the median of the rounds' own, not the median-rate round's.
+        let row = Row::median_of(vec![
+            mixed_round("e", 900.0, 0.5, (60.0, 3_000.0), (1_000.0, 4_000.0)),
+            mixed_round("e", 1_000.0, 0.6, (50.0, 1_000.0), (1_100.0, 2_000.0)),
+            mixed_round("e", 800.0, 0.4, (70.0, 2_000.0), (1_200.0, 3_000.0)),
+        ])
+        .expect("rounds");
+        assert_eq!(row.rate, Some(900.0));
+        let m = row.mix.clone().expect("mix");
+        let p99 = m.cheap_p99_us.expect("p99");
+        assert_eq!(
+            (p99.median, p99.min, p99.max, p99.n),
+            (2_000.0, 1_000.0, 3_000.0, 3)
+        );
+        assert_eq!(m.expensive_p50_us.map(|s| s.median), Some(1_100.0));
+        let cpu = row.cpu_us_per_req.expect("cpu");
+        assert_eq!((cpu.median, cpu.min, cpu.max), (50.0, 40.0, 60.0));
+
+        // Round trip through results.json; a row of an older file (no mix, no CPU spread) loads.
+        let back = Row::from_json(&row.json());
+        assert_eq!(back.mix, row.mix);
+        assert_eq!(back.cpu_us_per_req, row.cpu_us_per_req);
+        let mut old = row.json();
+        let o = old.as_object_mut().expect("object");
+        o.remove("mix");
+        o.remove("cpu_us_per_req");
+        let back = Row::from_json(&old);
+        assert_eq!(
+            (back.mix, back.cpu_us_per_req, back.rate),
+            (None, None, Some(900.0))
+        );
+    }
+
+    #[test]
+    fn the_mixed_table_shows_the_cheap_requests_apart() {
+        let three = |rung: &str, k: f64| {
+            Row::median_of(
+                [1.0, 1.1, 0.9]
+                    .iter()
+                    .map(|f| {
+                        mixed_round(
+                            rung,
+                            4_000.0 * f,
+                            0.05 * f,
+                            (80.0 * k * f, 900.0 * k * f),
+                            (1_050.0 * f, 2_400.0 * f),
+                        )
+                    })
+                    .collect(),
+            )
+            .expect("rounds")
+        };
+        let a = three("epoll_et_server", 10.0);
+        let b = three("tokio_server", 1.0);
+        let mut c = Row {
+            rung: "threadpool_accept_main".into(),
+            scenario: "mixed".into(),
+            unit: "req/s",
+            verdict: Some(Verdict::Crashed("signal 9".into())),
+            ..Row::default()
+        };
+        c.rounds = 1;
+        let t = mixed_table(&[&a, &b, &c]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(
+            lines[0],
+            "| server | cheap p50 | cheap p99 | expensive p50 | expensive p99 | throughput | server CPU per request | errors / notes |"
+        );
+        assert_eq!(
+            lines[2],
+            "| `epoll_et_server` | 800 µs (720–880 µs) | 9.0 ms (8.1–9.9 ms) | 1.1 ms (945 µs–1.2 ms) | 2.4 ms (2.2–2.6 ms) | 4,000 req/s (3,600–4,400) | 5.0 µs (4.5–5.5 µs) | ok |"
+        );
+        assert_eq!(
+            lines[3],
+            "| `tokio_server` | 80 µs (72–88 µs) | 900 µs (810–990 µs) | 1.1 ms (945 µs–1.2 ms) | 2.4 ms (2.2–2.6 ms) | 4,000 req/s (3,600–4,400) | 5.0 µs (4.5–5.5 µs) | ok |"
+        );
+        assert_eq!(
+            lines[4],
+            "| `threadpool_accept_main` | – | – | – | – | crashed (signal 9) | – | ok |"
+        );
+        let about = mixed_about(&[&a, &b], Some(2.0));
+        assert!(
+            about.contains("every 10th request of each connection is `GET /work/500` (≈ 1.0 ms of CPU at 2.00 µs per unit)"),
+            "{about}"
+        );
+        // Elsewhere (a rung's README) the generic table carries the cheap figures in its notes.
+        assert!(
+            scenario_table(&[&a], false).contains("| cheap requests p50 800 µs, p99 9.0 ms |"),
+            "{}",
+            scenario_table(&[&a], false)
+        );
     }
 
     #[test]

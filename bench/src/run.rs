@@ -127,6 +127,7 @@ fn fill_from_client(row: &mut Row, c: &ClientOutcome) {
     row.completed = c.completed;
     row.client_cpu_s = c.client_cpu_s;
     row.client_json = c.json.clone();
+    row.mix = c.mix.as_ref().map(crate::results::MixRow::of_round);
 }
 
 fn verdict(stopped: &procs::Stopped, c: Option<&ClientOutcome>) -> Verdict {

@@ -1,7 +1,7 @@
 //! The single-point scenarios, each a row per server: the ones the sweeps (sweeps.rs) do not
 //! cover — connection churn (`Connection: close`), the echo protocol at 1,000 and 10,000
-//! connections, CPU-bound echo — and the catalogue the speed targets (targets.rs) pick from.
-//! `--smoke` proves the pipeline in seconds (CI).
+//! connections, CPU-bound echo, a mixed workload (head-of-line blocking) — and the catalogue the
+//! speed targets (targets.rs) pick from. `--smoke` proves the pipeline in seconds (CI).
 
 use std::time::Duration;
 
@@ -18,6 +18,14 @@ pub enum Proto {
     Echo,
 }
 
+/// echo_client `--mix EVERY:PATH` (HTTP only): every `every`-th request of each connection is
+/// `GET path`, and its latency is reported apart from the others'.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mix {
+    pub every: u32,
+    pub path: String,
+}
+
 /// What the client does.
 #[derive(Clone, Debug)]
 pub enum Load {
@@ -29,6 +37,7 @@ pub enum Load {
         messages: Option<u32>,
         duration: Option<Duration>,
         close: bool,
+        mix: Option<Mix>,
     },
 }
 
@@ -45,6 +54,26 @@ pub struct Scenario {
     pub with_wrk: bool,
     /// Whether nginx anchor rows run it (HTTP scenarios).
     pub anchors: bool,
+    /// Only these rungs run it (crate names; a rung not in the build is skipped); `None`: all.
+    pub only: Option<&'static [&'static str]>,
+    /// `--workers N` for a pool rung (a fixed pool of workers), so that every connection has one.
+    pub pool_workers: Option<u32>,
+}
+
+impl Scenario {
+    /// Whether rung (or anchor) `name` runs this scenario.
+    pub fn runs(&self, name: &str) -> bool {
+        self.only.is_none_or(|o| o.contains(&name))
+    }
+
+    /// The server flags for rung `krate`: the scenario's, and `--workers` for a pool.
+    pub fn server_args_for(&self, krate: &str) -> Vec<String> {
+        let mut a = self.server_args.clone();
+        if let Some(n) = self.pool_workers.filter(|_| crate::sweeps::is_pool(krate)) {
+            a.extend(["--workers".to_string(), n.to_string()]);
+        }
+        a
+    }
 }
 
 fn secs(s: u64) -> Duration {
@@ -68,11 +97,14 @@ fn http(
             messages: None,
             duration: Some(d),
             close,
+            mix: None,
         },
         server_args: vec![],
         limit: d + secs(30),
         with_wrk: wrk,
         anchors: true,
+        only: None,
+        pool_workers: None,
     }
 }
 
@@ -97,11 +129,14 @@ fn echo(
             messages: Some(messages),
             duration: None,
             close: false,
+            mix: None,
         },
         server_args,
         limit: secs(limit),
         with_wrk: false,
         anchors: false,
+        only: None,
+        pool_workers: None,
     }
 }
 
@@ -128,20 +163,125 @@ pub fn cost_load(mode: Mode) -> Load {
         messages: Some(n),
         duration: None,
         close: false,
+        mix: None,
     }
 }
 
-/// The single-point scenarios the ladder run measures beside the sweeps, in table order: none in
-/// the quick run (the sweeps are its content), the ones no sweep covers in the full run.
+/// The mixed workload (`mixed`): the rungs it compares, in any order (the tables follow the
+/// ladder's). A rung not in the build — not yet in conformance's list, or not done — is skipped,
+/// so a new one is one more name here.
+pub const MIXED_RUNGS: &[&str] = &[
+    "epoll_et_server",
+    // The reactor pool (one loop hands expensive requests to worker threads): not built yet.
+    "epoll_pool_server",
+    "multi_epoll_server",
+    "threadpool_accept_main",
+    "tokio_server",
+];
+
+/// One request in `MIXED_EVERY` of each connection is expensive.
+pub const MIXED_EVERY: u32 = 10;
+pub const MIXED_CONNS: u32 = 100;
+/// What an expensive request should cost: about a millisecond of server CPU.
+pub const MIXED_EXPENSIVE_US: f64 = 1000.0;
+/// `--work` units of an expensive request when the unit was not measured: 500 units ≈ 1 ms at
+/// the ≈ 2 µs per unit of the course's machine.
+pub const MIXED_UNITS_DEFAULT: u32 = 500;
+
+/// The expensive requests' `--work` units: about [`MIXED_EXPENSIVE_US`] of CPU at `unit_us` µs
+/// per unit (bench measures it at the start of a run), two significant figures; the default
+/// without a plausible measurement.
+pub fn mixed_units(unit_us: Option<f64>) -> u32 {
+    let Some(u) = unit_us.filter(|u| u.is_finite() && *u > 0.0) else {
+        return MIXED_UNITS_DEFAULT;
+    };
+    let n = MIXED_EXPENSIVE_US / u;
+    let scale = 10f64.powi((n.log10().floor() as i32 - 1).max(0));
+    ((n / scale).round() * scale).clamp(1.0, 1_000_000.0) as u32
+}
+
+/// The expensive requests' target for `units` units of work (docs/contract.md §5).
+pub fn mixed_path(units: u32) -> String {
+    format!("/work/{units}")
+}
+
+/// The mixed workload: HTTP keep-alive, 100 connections in a closed loop, every 10th request of
+/// each `GET /work/N` (about 1 ms of CPU; [`with_work_unit`] sets N from the run's measured
+/// unit), the others `GET /` (no work). Head-of-line blocking made measurable: a cheap request
+/// that lands behind an expensive one on the same event loop waits for it.
+fn mixed(d: Duration) -> Scenario {
+    Scenario {
+        id: "mixed",
+        title: format!(
+            "Mixed workload: HTTP keep-alive, {MIXED_CONNS} connections, 1 request in \
+             {MIXED_EVERY} costs ~1 ms of CPU"
+        ),
+        load: Load::Closed {
+            proto: Proto::Http,
+            conns: MIXED_CONNS,
+            messages: None,
+            duration: Some(d),
+            close: false,
+            mix: Some(Mix {
+                every: MIXED_EVERY,
+                path: mixed_path(MIXED_UNITS_DEFAULT),
+            }),
+        },
+        server_args: vec![],
+        limit: d + secs(30),
+        // wrk cannot send a mix; nginx does not know `/work/N`.
+        with_wrk: false,
+        anchors: false,
+        only: Some(MIXED_RUNGS),
+        // As the offered-load sweep does: a pool as large as the connections.
+        pool_workers: Some(MIXED_CONNS),
+    }
+}
+
+/// Whether scenario `id` sends a mix of cheap and expensive requests.
+pub fn has_mix(id: &str) -> bool {
+    scenarios(Mode::Full)
+        .iter()
+        .any(|s| s.id == id && matches!(&s.load, Load::Closed { mix: Some(_), .. }))
+}
+
+/// The scenarios with their expensive requests sized to the measured `--work` unit.
+pub fn with_work_unit(scenarios: &[Scenario], unit_us: Option<f64>) -> Vec<Scenario> {
+    let path = mixed_path(mixed_units(unit_us));
+    scenarios
+        .iter()
+        .cloned()
+        .map(|mut s| {
+            let Load::Closed { mix, .. } = &mut s.load;
+            if let Some(m) = mix.as_mut().filter(|_| s.id == "mixed") {
+                m.path = path.clone();
+            }
+            s
+        })
+        .collect()
+}
+
+/// The single-point scenarios the ladder run measures beside the sweeps, in table order: in the
+/// quick run only the mixed workload, 3 s per rung (the sweeps are its content), the ones no
+/// sweep covers in the full run.
 pub fn ladder(mode: Mode) -> Vec<Scenario> {
-    const FULL: &[&str] = &["http-close-10", "echo-1k", "echo-10k", "echo-10k-cpu"];
+    const FULL: &[&str] = &[
+        "http-close-10",
+        "echo-1k",
+        "echo-10k",
+        "echo-10k-cpu",
+        "mixed",
+    ];
     match mode {
         // The sweeps cover HTTP; the echo protocol gets its one smoke row.
         Mode::Smoke => scenarios(Mode::Smoke)
             .into_iter()
             .filter(|s| s.id == "echo-2")
             .collect(),
-        Mode::Quick => Vec::new(),
+        Mode::Quick => scenarios(Mode::Quick)
+            .into_iter()
+            .filter(|s| s.id == "mixed")
+            .collect(),
         // Three rounds of each: 5 s runs instead of the targets' 10 s.
         Mode::Full => scenarios(Mode::Full)
             .into_iter()
@@ -262,5 +402,48 @@ pub fn scenarios(mode: Mode) -> Vec<Scenario> {
             120,
         ));
     }
+    v.push(mixed(d));
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_expensive_request_costs_about_a_millisecond() {
+        assert_eq!(mixed_units(None), MIXED_UNITS_DEFAULT);
+        assert_eq!(mixed_units(Some(0.0)), MIXED_UNITS_DEFAULT);
+        assert_eq!(mixed_units(Some(f64::NAN)), MIXED_UNITS_DEFAULT);
+        assert_eq!(mixed_units(Some(2.0)), 500);
+        assert_eq!(mixed_units(Some(2.13)), 470);
+        assert_eq!(mixed_units(Some(0.05)), 20_000);
+        assert_eq!(mixed_units(Some(5000.0)), 1);
+    }
+
+    #[test]
+    fn the_mixed_scenario_runs_its_rungs_with_pools_sized_to_the_connections() {
+        let full = ladder(Mode::Full);
+        let m = full
+            .iter()
+            .find(|s| s.id == "mixed")
+            .expect("mixed in full");
+        assert!(!m.anchors && !m.with_wrk);
+        assert!(m.runs("epoll_et_server") && m.runs("epoll_pool_server"));
+        assert!(!m.runs("simple_server") && !m.runs("nginx (1 worker)"));
+        let Load::Closed { duration, mix, .. } = &m.load;
+        assert_eq!(*duration, Some(secs(5)));
+        assert_eq!(mix.as_ref().map(|m| m.every), Some(MIXED_EVERY));
+        assert_eq!(
+            m.server_args_for("threadpool_accept_main"),
+            ["--workers", "100"]
+        );
+        assert!(m.server_args_for("epoll_et_server").is_empty());
+        let sized = with_work_unit(&full, Some(4.0));
+        let Load::Closed { mix, .. } = &sized.iter().find(|s| s.id == "mixed").unwrap().load;
+        assert_eq!(mix.as_ref().unwrap().path, "/work/250");
+        assert!(ladder(Mode::Quick).iter().all(|s| s.id == "mixed"));
+        assert!(has_mix("mixed") && !has_mix("echo-1k"));
+        assert!(ladder(Mode::Smoke).iter().all(|s| s.id != "mixed"));
+    }
 }

@@ -705,7 +705,7 @@ fn fraction(sweep: &Sweep, x: f64) -> Option<f64> {
 }
 
 /// Whether `rung` is a pool (a fixed number of workers: lessons 4–6).
-fn is_pool(rung: &str) -> bool {
+pub fn is_pool(rung: &str) -> bool {
     conformance::rungs::RUNGS
         .iter()
         .any(|r| r.krate == rung && r.caps.concurrency == conformance::rungs::Concurrency::Workers)
@@ -836,6 +836,7 @@ pub fn sample(subject: &Subject, setup: &Setup, mode: Mode, echo_client: &Path) 
         messages: None,
         duration: Some(d),
         close: false,
+        mix: None,
     };
     // A connect or reply that takes a second longer than the run is a starved connection (a
     // full pool, an accept queue full of idle ones): counted, not waited for.

@@ -176,7 +176,7 @@ pub const RUNGS: &[Rung] = &[
     Rung {
         order: 11,
         krate: "multi_epoll_server",
-        model: "N epoll loops with SO_REUSEPORT listeners, in threads or processes",
+        model: "N epoll loops, reached by SO_REUSEPORT, EPOLLEXCLUSIVE or an acceptor; threads or processes",
         caps: Caps {
             workers: true,
             ..caps(Concurrency::Unbounded)
@@ -190,7 +190,7 @@ pub const RUNGS: &[Rung] = &[
         model: "tokio: the production reference",
         caps: caps(Concurrency::Unbounded),
         status: Status::Done,
-        builds_on: &[1, 7],
+        builds_on: &[7],
     },
     Rung {
         order: 13,

@@ -76,6 +76,12 @@ pub struct Args {
     #[arg(long)]
     pub close: bool,
 
+    /// HTTP only: on every connection, every EVERY-th request (EVERY ≥ 2) is `GET PATH` instead
+    /// of `GET /`, and its latency is also reported apart from the others' (e.g. 10:/work/1000:
+    /// head-of-line blocking behind expensive requests, docs/contract.md §5).
+    #[arg(long, value_name = "EVERY:PATH", value_parser = parse_mix)]
+    pub mix: Option<Mix>,
+
     /// Give up on a connect, or on a reply, after this long: counted as a connect timeout or a
     /// read timeout, and the connection is closed.
     #[arg(long, value_name = "TIME", default_value = "30s", value_parser = parse_duration)]
@@ -117,6 +123,29 @@ const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SourceIps(pub Vec<IpAddr>);
 
+/// `--mix EVERY:PATH`, parsed: every `every`-th request of each connection slot goes to `path`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mix {
+    /// At least 2 (1 would make every request expensive: nothing left to compare with).
+    pub every: u64,
+    /// The expensive requests' target: starts with `/`, visible ASCII only.
+    pub path: String,
+}
+
+impl Mix {
+    /// Whether request `seq` of a connection slot (0-based: its `seq + 1`-th request) is an
+    /// expensive one — the EVERY-th, 2·EVERY-th, … The count is per slot and survives
+    /// reconnects (`--close`, or after an error), so every slot sends the same mix; a request
+    /// retried after an error keeps its kind.
+    pub fn is_expensive(&self, seq: u64) -> bool {
+        (seq + 1).is_multiple_of(self.every)
+    }
+}
+
+/// The longest `--mix` path: the whole request head must stay well inside a server's 8 KiB
+/// head limit (docs/contract.md §5).
+pub const MAX_MIX_PATH: usize = 4096;
+
 /// When the transfer phase ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Until {
@@ -139,6 +168,8 @@ pub struct Plan {
     pub connect_rate: Option<u64>,
     pub hold: Option<Duration>,
     pub close: bool,
+    /// `--mix` (HTTP only).
+    pub mix: Option<Mix>,
     pub timeout: Duration,
     pub threads: u32,
     pub processes: u32,
@@ -158,6 +189,9 @@ impl Plan {
         };
         if a.close && a.proto != Proto::Http {
             fail("--close needs --proto http".into());
+        }
+        if a.mix.is_some() && a.proto != Proto::Http {
+            fail("--mix needs --proto http".into());
         }
         if a.size.is_some() && a.proto != Proto::Echo {
             fail("--size applies to --proto echo only".into());
@@ -206,6 +240,7 @@ impl Plan {
             connect_rate: a.connect_rate,
             hold: a.hold.filter(|h| !h.is_zero()),
             close: a.close,
+            mix: a.mix,
             timeout: a.timeout,
             threads,
             processes: a.processes,
@@ -268,6 +303,41 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// `EVERY:PATH`: an integer of at least 2, a colon, and a request target that starts with `/`
+/// and holds only visible ASCII (no space, control byte or non-ASCII byte: it goes verbatim
+/// into the request line).
+pub fn parse_mix(s: &str) -> Result<Mix, String> {
+    let (every, path) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?} is not EVERY:PATH (e.g. 10:/work/1000)"))?;
+    let every: u64 = every
+        .parse()
+        .map_err(|_| format!("EVERY in {s:?} is not a whole number (e.g. 10:/work/1000)"))?;
+    if every < 2 {
+        return Err(format!(
+            "EVERY must be at least 2 (1 would make every request expensive), not {every}"
+        ));
+    }
+    if !path.starts_with('/') {
+        return Err(format!("PATH {path:?} must start with '/'"));
+    }
+    if let Some(b) = path.bytes().find(|b| !b.is_ascii_graphic()) {
+        return Err(format!(
+            "PATH {path:?} holds byte {b:#04x}: only visible ASCII, no spaces or control bytes"
+        ));
+    }
+    if path.len() > MAX_MIX_PATH {
+        return Err(format!(
+            "PATH is {} bytes, more than {MAX_MIX_PATH}",
+            path.len()
+        ));
+    }
+    Ok(Mix {
+        every,
+        path: path.to_string(),
+    })
+}
+
 /// `127.0.0.2-127.0.0.40` (IPv4 ranges, inclusive) or `a,b,c` (any addresses), or a mix.
 pub fn parse_source_ips(s: &str) -> Result<SourceIps, String> {
     let mut ips = Vec::new();
@@ -319,6 +389,75 @@ mod tests {
         assert!(parse_source_ips("127.0.0.4-127.0.0.2").is_err());
         assert!(parse_source_ips("").is_err());
         assert!(parse_source_ips("localhost").is_err());
+    }
+
+    #[test]
+    fn mix_values() {
+        let m = parse_mix("10:/work/1000").unwrap();
+        assert_eq!((m.every, m.path.as_str()), (10, "/work/1000"));
+        // Only the first colon separates: a path may hold colons.
+        assert_eq!(parse_mix("2:/a:b").unwrap().path, "/a:b");
+        assert_eq!(parse_mix("3:/").unwrap().path, "/");
+        for bad in [
+            "",
+            "10",
+            "10/work/1",
+            ":/work/1",
+            "x:/work/1",
+            "-2:/work/1",
+            "0:/work/1",
+            "1:/work/1",
+            "10:",
+            "10:work/1",
+            "10:/work 1",
+            "10:/work\t1",
+            "10:/work\r\n1",
+            "10:/work/\u{7f}",
+            "10:/wörk",
+        ] {
+            assert!(parse_mix(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(parse_mix(&format!("2:/{}", "a".repeat(MAX_MIX_PATH - 1))).is_ok());
+        assert!(parse_mix(&format!("2:/{}", "a".repeat(MAX_MIX_PATH))).is_err());
+    }
+
+    #[test]
+    fn mix_flag_is_http_only_and_parsed_by_clap() {
+        let a =
+            Args::try_parse_from(["echo_client", "--proto", "http", "--mix", "3:/work/5"]).unwrap();
+        let plan = Plan::from_args(a);
+        assert_eq!(
+            plan.mix,
+            Some(Mix {
+                every: 3,
+                path: "/work/5".into()
+            })
+        );
+        assert_eq!(
+            Plan::from_args(Args::parse_from(["echo_client", "--proto", "http"])).mix,
+            None
+        );
+        for bad in ["1:/x", "3:x", "3:/a b"] {
+            let e = Args::try_parse_from(["echo_client", "--proto", "http", "--mix", bad])
+                .expect_err(bad);
+            assert_eq!(e.kind(), ClapError::ValueValidation, "{bad}");
+        }
+        // `--mix` with `--proto echo` exits 2 from Plan::from_args (tests/cli.rs runs it).
+    }
+
+    #[test]
+    fn the_every_th_request_of_each_connection_is_expensive() {
+        let m = parse_mix("3:/work/5").unwrap();
+        let kinds: Vec<bool> = (0..9).map(|seq| m.is_expensive(seq)).collect();
+        assert_eq!(
+            kinds,
+            [false, false, true, false, false, true, false, false, true]
+        );
+        // Counted per connection: 15 requests on each of 2 connections, 5 expensive on each.
+        let per_conn = (0..15).filter(|&seq| m.is_expensive(seq)).count();
+        assert_eq!(2 * per_conn, 10);
+        let two = parse_mix("2:/x").unwrap();
+        assert!(!two.is_expensive(0) && two.is_expensive(1) && !two.is_expensive(2));
     }
 
     #[test]

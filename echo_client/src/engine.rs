@@ -322,7 +322,7 @@ impl<W: Workload> Worker<'_, W> {
                 let c = &self.conns[idx];
                 if c.generation == generation
                     && c.phase == Phase::Busy
-                    && c.sent < self.w.len()
+                    && c.sent < self.w.len(&c.st)
                     && flags.contains(EpollFlags::EPOLLOUT)
                 {
                     self.write(idx);
@@ -574,11 +574,10 @@ impl<W: Workload> Worker<'_, W> {
 
     /// send(2) (or sendmsg(2) with two pieces) until the message is out or the socket is full.
     fn write(&mut self, idx: usize) {
-        let len = self.w.len();
         loop {
             let c = &self.conns[idx];
             let Some(fd) = &c.fd else { return };
-            if c.sent >= len {
+            if c.sent >= self.w.len(&c.st) {
                 return;
             }
             let [a, b] = self.w.unsent(&c.st, c.sent);
@@ -658,7 +657,17 @@ impl<W: Workload> Worker<'_, W> {
             return;
         }
         let c = &mut self.conns[idx];
-        record(&mut self.tally.latency, now.saturating_sub(c.since));
+        let latency = now.saturating_sub(c.since);
+        record(&mut self.tally.latency, latency);
+        if self.plan.mix.is_some() {
+            // --mix: each request's latency also goes to its kind's histogram.
+            let kind = if self.w.expensive(&c.st) {
+                &mut self.tally.latency_expensive
+            } else {
+                &mut self.tally.latency_cheap
+            };
+            record(kind, latency);
+        }
         self.tally.n.messages += 1;
         self.last_done = now;
         c.seq += 1;
@@ -820,7 +829,7 @@ mod tests {
     #[test]
     fn a_connection_is_a_small_struct() {
         let echo = size_of::<Conn<crate::workload::EchoState>>();
-        let http = size_of::<Conn<crate::http::Response>>();
+        let http = size_of::<Conn<crate::workload::HttpState>>();
         assert!(echo <= 128, "echo connection: {echo} bytes");
         assert!(http <= 160, "http connection: {http} bytes");
     }

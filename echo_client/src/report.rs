@@ -73,7 +73,7 @@ impl<'a> Summary<'a> {
         for kind in Failure::ALL {
             errors.insert(kind.key().into(), json!(t.errors_of(kind)));
         }
-        json!({
+        let mut report = json!({
             "schema": SCHEMA,
             "tool": "echo_client",
             "version": env!("CARGO_PKG_VERSION"),
@@ -139,7 +139,20 @@ impl<'a> Summary<'a> {
                 "total_s": self.cpu_total(),
                 "us_per_unit": self.cpu_per_unit_us(),
             },
-        })
+        });
+        // Only with --mix, so a run without it has exactly the fields it always had.
+        if let (Some(mix), Value::Object(fields)) = (&plan.mix, &mut report) {
+            fields.insert(
+                "mix".into(),
+                json!({
+                    "every": mix.every,
+                    "path": mix.path,
+                    "cheap": hist_json(&t.latency_cheap),
+                    "expensive": hist_json(&t.latency_expensive),
+                }),
+            );
+        }
+        report
     }
 
     // ─── people ─────────────────────────────────────────────────────────────────────────────
@@ -154,6 +167,10 @@ impl<'a> Summary<'a> {
             Proto::Echo => format!("echo, {}-byte messages", plan.size),
             Proto::Http if plan.close => "http, Connection: close".to_string(),
             Proto::Http => "http keep-alive".to_string(),
+        };
+        let what = match &plan.mix {
+            Some(m) => format!("{what}, 1 request in {} to {}", m.every, m.path),
+            None => what,
         };
         let looped = match plan.rate {
             Some(r) => format!("open loop at {} {}s/s", group(r), self.unit),
@@ -230,6 +247,16 @@ impl<'a> Summary<'a> {
             self.per_s(n.bytes_received, self.transfer_s) / 1e6,
         );
         let _ = writeln!(s, "latency µs     {}", long_percentiles(&t.latency));
+        if let Some(m) = &plan.mix {
+            // Both parts of the line above, aligned with each other (a long path pushes them
+            // right of the label column).
+            let cheap = "latency, cheap (/)".to_string();
+            let expensive = format!("latency, expensive ({})", m.path);
+            let width = 15.max(cheap.chars().count().max(expensive.chars().count()) + 2);
+            for (label, h) in [(cheap, &t.latency_cheap), (expensive, &t.latency_expensive)] {
+                let _ = writeln!(s, "{label:<width$}{}", long_percentiles(h));
+            }
+        }
         let mut fair = format!(
             "{}s per connection: min {}, median {}, max {}; {} of {} completed none",
             self.unit,

@@ -119,7 +119,8 @@ fn spawn_threads<'scope, 'env>(
                     match plan.proto {
                         Proto::Echo => engine::run(&Echo::new(plan.size), plan, ids, board, slot),
                         Proto::Http => {
-                            let w = Http::new(&plan.addr.to_string(), plan.close);
+                            let w =
+                                Http::new(&plan.addr.to_string(), plan.close, plan.mix.as_ref());
                             engine::run(&w, plan, ids, board, slot)
                         }
                     }

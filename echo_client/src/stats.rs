@@ -190,6 +190,10 @@ pub struct Tally {
     pub errors: [u64; Failure::COUNT],
     /// Message latency, ns.
     pub latency: Histogram<u64>,
+    /// `--mix` only: the latency of the cheap requests (`GET /`), ns — a part of `latency`.
+    pub latency_cheap: Histogram<u64>,
+    /// `--mix` only: the latency of the expensive requests (`GET PATH`), ns — the rest of it.
+    pub latency_expensive: Histogram<u64>,
     /// Connect latency (SYN sent → established), ns.
     pub connect_latency: Histogram<u64>,
     /// Messages completed per connection slot (reconnects included), for fairness.
@@ -212,6 +216,8 @@ impl Default for Tally {
             n: Counts::default(),
             errors: [0; Failure::COUNT],
             latency: histogram(),
+            latency_cheap: histogram(),
+            latency_expensive: histogram(),
             connect_latency: histogram(),
             per_conn: Vec::new(),
         }
@@ -240,6 +246,8 @@ impl Tally {
         // Same bounds on both sides, so add() cannot fail; saturate rather than lose a run
         // to an impossible error.
         if self.latency.add(&o.latency).is_err()
+            || self.latency_cheap.add(&o.latency_cheap).is_err()
+            || self.latency_expensive.add(&o.latency_expensive).is_err()
             || self.connect_latency.add(&o.connect_latency).is_err()
         {
             unreachable!("histograms with equal bounds always add");
@@ -258,6 +266,8 @@ impl Tally {
         }
         for (name, h) in [
             ("latency", &self.latency),
+            ("cheap", &self.latency_cheap),
+            ("expensive", &self.latency_expensive),
             ("connect", &self.connect_latency),
         ] {
             out.push_str("hist ");
@@ -302,6 +312,8 @@ impl Tally {
                 "hist" => {
                     let h = match words.next() {
                         Some("latency") => &mut t.latency,
+                        Some("cheap") => &mut t.latency_cheap,
+                        Some("expensive") => &mut t.latency_expensive,
                         Some("connect") => &mut t.connect_latency,
                         _ => return Err(bad()),
                     };
@@ -382,6 +394,9 @@ mod tests {
             record(&mut t.latency, v);
         }
         record(&mut t.connect_latency, 77);
+        record(&mut t.latency_cheap, 500 * k);
+        record(&mut t.latency_expensive, 9_000_000 + k);
+        record(&mut t.latency_expensive, 9_000_000);
         t.per_conn = vec![k, 0, 3];
         t
     }
@@ -393,6 +408,8 @@ mod tests {
         assert_eq!(back.n, t.n);
         assert_eq!(back.errors, t.errors);
         assert_eq!(back.latency, t.latency);
+        assert_eq!(back.latency_cheap, t.latency_cheap);
+        assert_eq!(back.latency_expensive, t.latency_expensive);
         assert_eq!(back.connect_latency, t.connect_latency);
         assert_eq!(back.per_conn, t.per_conn);
         let wire = t.to_wire();
@@ -411,6 +428,7 @@ mod tests {
         assert_eq!(a.n.transfer_done_ns, 102);
         assert_eq!(a.errors_of(Failure::Reset), 2);
         assert_eq!(a.latency.len(), 8);
+        assert_eq!((a.latency_cheap.len(), a.latency_expensive.len()), (2, 4));
         assert_eq!(a.per_conn, vec![1, 0, 3, 2, 0, 3]);
         // Percentiles of the merged histogram are those of all values, not averages.
         // Sorted: 1000, 2000, 2000, 2000, 3e6, 3e6, 1 h, 1 h.

@@ -6,6 +6,7 @@
 //! send and no stored copy to check — the reply is compared in place, chunk by chunk, against
 //! the same two pieces.
 
+use crate::cli::Mix;
 use crate::http::{Parsed, Response};
 use crate::stats::Failure;
 
@@ -25,8 +26,9 @@ pub trait Workload {
     type State: Default;
     /// What bytes arriving while no reply is expected count as.
     const UNEXPECTED: Failure;
-    /// Bytes in every message (the request, for HTTP).
-    fn len(&self) -> usize;
+    /// Bytes in the current message (the request, for HTTP), once [`begin`](Self::begin) has
+    /// prepared it.
+    fn len(&self, st: &Self::State) -> usize;
     /// Prepares message `seq` of connection `id`, stamped with send time `t` (ns).
     fn begin(&self, st: &mut Self::State, id: u64, seq: u64, t: u64);
     /// The bytes of the current message from offset `from` on, as two slices (either may be
@@ -34,6 +36,10 @@ pub trait Workload {
     fn unsent<'a>(&'a self, st: &'a Self::State, from: usize) -> [&'a [u8]; 2];
     /// Checks `input`, the next bytes of the reply; `sent` bytes of the message are out so far.
     fn receive(&self, st: &mut Self::State, sent: usize, input: &[u8]) -> Reply;
+    /// Whether the current message is one of `--mix`'s expensive requests.
+    fn expensive(&self, _st: &Self::State) -> bool {
+        false
+    }
 }
 
 // ─── echo ───────────────────────────────────────────────────────────────────────────────────
@@ -98,7 +104,7 @@ impl Workload for Echo {
     type State = EchoState;
     const UNEXPECTED: Failure = Failure::Mismatch;
 
-    fn len(&self) -> usize {
+    fn len(&self, _st: &EchoState) -> usize {
         self.size
     }
 
@@ -151,37 +157,67 @@ impl Workload for Echo {
 
 // ─── http ───────────────────────────────────────────────────────────────────────────────────
 
-/// `GET / HTTP/1.1` requests, one in flight per connection (no pipelining, as wrk).
+/// `GET / HTTP/1.1` requests, one in flight per connection (no pipelining, as wrk) — and with
+/// `--mix EVERY:PATH`, `GET PATH HTTP/1.1` as every EVERY-th request of each connection slot.
+/// Both requests are built once; a connection only remembers which one is in flight.
 pub struct Http {
     request: Vec<u8>,
+    /// `--mix`: the expensive request, and which requests are expensive.
+    mix: Option<(Mix, Vec<u8>)>,
+}
+
+/// An HTTP connection's request in flight: the response parser, and which request it answers.
+#[derive(Default)]
+pub struct HttpState {
+    response: Response,
+    expensive: bool,
 }
 
 impl Http {
-    /// `close`: ask the server to close after each response (`Connection: close`).
-    pub fn new(host: &str, close: bool) -> Http {
+    /// `close`: ask the server to close after each response (`Connection: close`). `mix`: send
+    /// every EVERY-th request of a connection to its path instead of `/`.
+    pub fn new(host: &str, close: bool, mix: Option<&Mix>) -> Http {
         let connection = if close { "Connection: close\r\n" } else { "" };
-        let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\n{connection}\r\n").into_bytes();
-        Http { request }
+        let request = |target: &str| {
+            format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n{connection}\r\n").into_bytes()
+        };
+        Http {
+            request: request("/"),
+            mix: mix.map(|m| (m.clone(), request(&m.path))),
+        }
+    }
+
+    fn request(&self, st: &HttpState) -> &[u8] {
+        match &self.mix {
+            Some((_, expensive)) if st.expensive => expensive,
+            _ => &self.request,
+        }
     }
 }
 
 impl Workload for Http {
-    type State = Response;
+    type State = HttpState;
     const UNEXPECTED: Failure = Failure::BadHttp;
 
-    fn len(&self) -> usize {
-        self.request.len()
+    fn len(&self, st: &HttpState) -> usize {
+        self.request(st).len()
     }
 
-    fn begin(&self, st: &mut Response, _id: u64, _seq: u64, _t: u64) {
-        st.reset();
+    fn begin(&self, st: &mut HttpState, _id: u64, seq: u64, _t: u64) {
+        st.response.reset();
+        st.expensive = self.mix.as_ref().is_some_and(|(m, _)| m.is_expensive(seq));
     }
 
-    fn unsent<'a>(&'a self, _st: &'a Response, from: usize) -> [&'a [u8]; 2] {
-        [&self.request[from..], &[]]
+    fn unsent<'a>(&'a self, st: &'a HttpState, from: usize) -> [&'a [u8]; 2] {
+        [&self.request(st)[from..], &[]]
     }
 
-    fn receive(&self, st: &mut Response, _sent: usize, input: &[u8]) -> Reply {
+    fn expensive(&self, st: &HttpState) -> bool {
+        st.expensive
+    }
+
+    fn receive(&self, st: &mut HttpState, _sent: usize, input: &[u8]) -> Reply {
+        let st = &mut st.response;
         match st.feed(input) {
             Ok(Parsed::More) => Reply::More,
             // Bytes after the response: we never pipeline, so nothing else may come.
@@ -256,32 +292,74 @@ mod tests {
 
     #[test]
     fn http_requests_and_replies() {
-        let w = Http::new("127.0.0.1:8080", false);
-        let mut st = Response::default();
+        let w = Http::new("127.0.0.1:8080", false, None);
+        let mut st = HttpState::default();
         w.begin(&mut st, 0, 0, 0);
+        let len = w.len(&st);
         assert_eq!(
             w.unsent(&st, 0)[0],
             b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
         );
         let ok = server_common::responses::OK_KEEP_ALIVE;
-        assert_eq!(
-            w.receive(&mut st, w.len(), ok),
-            Reply::Done { close: false }
-        );
+        assert_eq!(w.receive(&mut st, len, ok), Reply::Done { close: false });
         w.begin(&mut st, 0, 1, 0);
         let mut two = ok.to_vec();
         two.extend_from_slice(ok);
         assert_eq!(
-            w.receive(&mut st, w.len(), &two),
+            w.receive(&mut st, len, &two),
             Reply::Failed(Failure::BadHttp)
         );
         w.begin(&mut st, 0, 2, 0);
         let nf = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
         assert_eq!(
-            w.receive(&mut st, w.len(), nf),
+            w.receive(&mut st, len, nf),
             Reply::Failed(Failure::HttpStatus)
         );
-        let close = Http::new("h", true);
+        let close = Http::new("h", true, None);
         assert!(close.unsent(&st, 0)[0].ends_with(b"Connection: close\r\n\r\n"));
+    }
+
+    #[test]
+    fn mixed_http_sends_every_nth_request_of_a_connection_to_the_path() {
+        let mix = crate::cli::parse_mix("3:/work/5").unwrap();
+        let w = Http::new("h:1", false, Some(&mix));
+        let ok = server_common::responses::OK_KEEP_ALIVE;
+        let cheap = b"GET / HTTP/1.1\r\nHost: h:1\r\n\r\n";
+        let dear = b"GET /work/5 HTTP/1.1\r\nHost: h:1\r\n\r\n";
+        // Two connections, each with its own state and its own count.
+        let (mut a, mut b) = (HttpState::default(), HttpState::default());
+        let mut sent = Vec::new();
+        for seq in 0..6 {
+            for (id, st) in [(0, &mut a), (1, &mut b)] {
+                w.begin(st, id, seq, 0);
+                let req = w.unsent(st, 0)[0].to_vec();
+                assert_eq!(w.len(st), req.len());
+                assert_eq!(w.expensive(st), req == dear);
+                // The same response verifies both kinds, exactly.
+                assert_eq!(w.receive(st, req.len(), ok), Reply::Done { close: false });
+                sent.push((id, seq, req == dear));
+                assert!(req == cheap || req == dear);
+            }
+        }
+        let expensive: Vec<(u64, u64)> = sent
+            .iter()
+            .filter(|s| s.2)
+            .map(|&(id, seq, _)| (id, seq))
+            .collect();
+        assert_eq!(expensive, [(0, 2), (1, 2), (0, 5), (1, 5)]);
+        // A partial send continues in the expensive request.
+        w.begin(&mut a, 0, 8, 0);
+        assert_eq!(w.unsent(&a, 4)[0], &dear[4..]);
+        // With --close both requests ask for the close.
+        let w = Http::new("h", true, Some(&mix));
+        w.begin(&mut a, 0, 2, 0);
+        assert!(w.unsent(&a, 0)[0].starts_with(b"GET /work/5 HTTP/1.1\r\n"));
+        assert!(w.unsent(&a, 0)[0].ends_with(b"Connection: close\r\n\r\n"));
+        // Without --mix nothing is expensive.
+        let plain = Http::new("h", false, None);
+        for seq in 0..10 {
+            plain.begin(&mut a, 0, seq, 0);
+            assert!(!plain.expensive(&a));
+        }
     }
 }

@@ -19,6 +19,12 @@ fn bad_flags_exit_2_with_clap_message() {
         &["-d", "ten"],
         &["--source-ips", "127.0.0.9-127.0.0.2"],
         &["--addr", "[::1]:80", "--source-ips", "127.0.0.2"],
+        &["--mix", "3:/work/5"], // --proto echo, the default
+        &["--proto", "echo", "--mix", "3:/work/5"],
+        &["--proto", "http", "--mix", "1:/work/5"],
+        &["--proto", "http", "--mix", "3:work/5"],
+        &["--proto", "http", "--mix", "3:/work 5"],
+        &["--proto", "http", "--mix", "/work/5"],
     ] {
         let r = run(args);
         assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
@@ -140,26 +146,43 @@ fn json_fields_are_exactly_the_documented_ones() {
         .map(|(path, _)| path.to_string())
         .collect();
     assert!(documented.len() > 50, "{documented:?}");
+    // `mix.*` is there only with --mix.
+    let without_mix: BTreeSet<String> = documented
+        .iter()
+        .filter(|p| !p.starts_with("mix."))
+        .cloned()
+        .collect();
+    assert!(documented.len() > without_mix.len(), "mix.* documented");
 
     let server = TestServer::start(|_, c| echo(c));
-    for extra in [
-        &[][..],
-        &[
-            "--hold",
-            "100ms",
-            "--rate",
-            "1000",
-            "--source-ips",
-            "127.0.0.1",
-        ],
+    let http = TestServer::start(|_, c| http_with(c, contract_response, write_whole));
+    for (at, extra) in [
+        (server.addr, &[][..]),
+        (
+            server.addr,
+            &[
+                "--hold",
+                "100ms",
+                "--rate",
+                "1000",
+                "--source-ips",
+                "127.0.0.1",
+            ],
+        ),
+        (http.addr, &["--proto", "http", "--mix", "2:/work/5"]),
     ] {
         let mut args = vec!["-c", "2", "-n", "3"];
         args.extend_from_slice(extra);
-        let (r, j) = run_json(server.addr, &args);
+        let (r, j) = run_json(at, &args);
         assert_eq!(r.code, 0, "{}", r.stderr);
         let mut found = BTreeSet::new();
         leaves(&j, String::new(), &mut found);
-        assert_eq!(found, documented, "output fields (left) vs README (right)");
+        let expected = if extra.contains(&"--mix") {
+            &documented
+        } else {
+            &without_mix
+        };
+        assert_eq!(&found, expected, "output fields (left) vs README (right)");
         assert_eq!(j["schema"], 1);
         assert_eq!(j["tool"], "echo_client");
         assert_eq!(j["version"], env!("CARGO_PKG_VERSION"));

@@ -277,16 +277,6 @@ fn the_io_uring_floor_client_completes_every_message() {
     }
 }
 
-/// An example of this crate: `cargo test` builds them next to the test binaries, in
-/// target/<profile>/examples.
-fn example(name: &str) -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .map(|profile| profile.join("examples").join(name))
-        .expect("target/<profile>/deps/<test> has two parents")
-}
-
 /// examples/echo_server is the floor `bench --targets` measures the lessons against: it must
 /// serve both protocols correctly with the flags the harness gives it (echo_client checks
 /// every byte, and the exact response for HTTP).

@@ -3,7 +3,7 @@
 //! and table — the same function, not a copy. What epoll changes, and why, is the lesson's text
 //! in `main.rs`; the connection it drives is lesson 7's (`nonblocking_busy_server`).
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -19,13 +19,51 @@ const EVENTS: usize = 1024;
 
 // ─── the model ──────────────────────────────────────────────────────────────────────────────
 
+/// Where the loop's new connections come from. Here, the listener: accept4 (lesson 7's
+/// `Conns::accept`). Lesson 11 can stand something else in its place — a socket on which an
+/// acceptor hands it connections — and the loop treats it the same: one edge-triggered
+/// descriptor, drained until `take` says `None`.
+pub trait Arrivals {
+    /// The next new connection, or `None`: none left (EAGAIN, so this edge is drained), or none
+    /// may be taken for now (out of descriptors: `accepting` is false for a while).
+    fn take(&mut self, conns: &mut Conns, now: Instant) -> Option<OwnedFd>;
+    /// Whether to take connections now: false during a pause after EMFILE.
+    fn accepting(&self, conns: &Conns, now: Instant) -> bool {
+        conns.accepting(now) // the pause `Conns::accept` keeps (lesson 7)
+    }
+    /// How long epoll_wait may sleep: until the next deadline of the table, or the end of a
+    /// pause (edge-triggered, nothing else would wake us to retry).
+    fn timeout(&self, conns: &Conns, now: Instant) -> Option<Duration> {
+        conns.timeout(now) // it includes `Conns::accept`'s pause
+    }
+}
+
+/// This lesson's arrivals: the non-blocking listener, drained with lesson 7's accept4.
+impl Arrivals for &OwnedFd {
+    fn take(&mut self, conns: &mut Conns, now: Instant) -> Option<OwnedFd> {
+        conns.accept(*self, now)
+    }
+}
+
 /// A new epoll instance, watching `listener` (lesson 11 makes one per loop).
-pub fn new_epoll(listener: &OwnedFd) -> Result<Epoll, SetupError> {
+pub fn new_epoll(listener: &impl AsFd) -> Result<Epoll, SetupError> {
+    watching(listener, EpollFlags::empty())
+}
+
+/// The same, for a listener that several loops' epoll instances watch (lesson 11's
+/// `--distribute exclusive`): EPOLLEXCLUSIVE asks the kernel to wake "one or more" of the
+/// instances waiting in epoll_wait for a new connection, not all of them (epoll_ctl(2), 4.5).
+pub fn new_epoll_exclusive(listener: &impl AsFd) -> Result<Epoll, SetupError> {
+    watching(listener, EpollFlags::EPOLLEXCLUSIVE)
+}
+
+fn watching(listener: &impl AsFd, extra: EpollFlags) -> Result<Epoll, SetupError> {
     // epoll_create1(2): a kernel object holding an interest list (what we watch) and a ready
     // list (what changed). CLOEXEC as for every descriptor of ours.
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).context("cannot create an epoll")?;
     // epoll_ctl(2) EPOLL_CTL_ADD: watch the listener for new connections, edge-triggered.
-    let ev = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET, LISTENER);
+    // (EPOLLEXCLUSIVE allows only EPOLLIN, EPOLLOUT, EPOLLET and EPOLLWAKEUP beside it.)
+    let ev = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET | extra, LISTENER);
     epoll
         .add(listener, ev)
         .context("cannot watch the listener")?;
@@ -34,9 +72,9 @@ pub fn new_epoll(listener: &OwnedFd) -> Result<Epoll, SetupError> {
 
 /// The model: one thread serving every connection of `listener`, for ever. Everything that
 /// could differ comes in as an argument, so lesson 11 runs N of these loops side by side, each
-/// with its own listener, epoll instance and worker slot (`Conns::for_worker`). It never
-/// returns: the process's exit ends it.
-pub fn event_loop(listener: &OwnedFd, epoll: &Epoll, mut conns: Conns) -> ! {
+/// with its own listener (or what stands in for it, see [`Arrivals`]), epoll instance and
+/// worker slot (`Conns::for_worker`). It never returns: the process's exit ends it.
+pub fn event_loop(mut listener: impl Arrivals, epoll: &Epoll, mut conns: Conns) -> ! {
     let mut events = vec![EpollEvent::empty(); EVENTS];
     // What this loop remembers per connection beside lesson 7's ConnState (see `Mark`).
     let mut marks: Vec<Mark> = Vec::new();
@@ -49,9 +87,9 @@ pub fn event_loop(listener: &OwnedFd, epoll: &Epoll, mut conns: Conns) -> ! {
     loop {
         // Sleep until news or the next deadline — unless work is already waiting.
         let now = Instant::now();
-        let idle = ready_list.is_empty() && !(listener_ready && conns.accepting(now));
+        let idle = ready_list.is_empty() && !(listener_ready && listener.accepting(&conns, now));
         let timeout = if idle {
-            millis(conns.timeout(now)) // whole milliseconds, rounded up (lesson 7)
+            millis(listener.timeout(&conns, now)) // whole milliseconds, rounded up (lesson 7)
         } else {
             PollTimeout::ZERO
         };
@@ -106,10 +144,10 @@ pub fn event_loop(listener: &OwnedFd, epoll: &Epoll, mut conns: Conns) -> ! {
             }
         }
 
-        if listener_ready && conns.accepting(now) {
+        if listener_ready && listener.accepting(&conns, now) {
             // Drain the accept queue (accept4 until EAGAIN, lesson 7): this edge will not be
             // reported again.
-            while let Some(conn) = conns.accept(listener, now) {
+            while let Some(conn) = listener.take(&mut conns, now) {
                 // Registered once, for reading; the token is the descriptor itself.
                 let fd = conn.as_raw_fd();
                 let ev = EpollEvent::new(interest(Want::Read), fd as u64);
@@ -124,7 +162,7 @@ pub fn event_loop(listener: &OwnedFd, epoll: &Epoll, mut conns: Conns) -> ! {
                 }
             }
             // Drained to EAGAIN — unless accepting paused on EMFILE: then retry after it.
-            listener_ready = !conns.accepting(now);
+            listener_ready = !listener.accepting(&conns, now);
         }
 
         // Idle timeouts and lingering closes that are due: dropped, so closed (close(2) also

@@ -1,8 +1,12 @@
 //! What lesson 11 adds to the contract: one listener per loop on one port, connections spread
 //! over the loops by the kernel, and — with `--processes` — loop processes that count into the
 //! shared page, are replaced when they die (their queue waiting for the replacement), at most
-//! once a second when they keep dying, and never outlive the supervisor.
+//! once a second when they keep dying, and never outlive the supervisor. Then `--distribute`:
+//! where new connections go while one loop is busy, the acceptor's turns, its hand-off queues
+//! surviving a dead loop, and running out of descriptors on the receiving side.
 
+use std::io::{ErrorKind, Read};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use conformance::client::{Conn, GET, probe};
@@ -66,7 +70,7 @@ fn loop_processes(s: &Server, n: usize, gone: &[i32]) -> Vec<i32> {
 fn help_names_loops_and_processes() {
     let (status, out, _) = run_to_exit(BIN, &["--help"]);
     assert!(status.success());
-    for flag in ["--workers", "--loops", "--processes"] {
+    for flag in ["--workers", "--loops", "--processes", "--distribute"] {
         assert!(out.contains(flag), "--help lacks {flag}:\n{out}");
     }
 }
@@ -79,6 +83,14 @@ fn each_loop_has_its_own_listener_on_the_one_port() {
         // All bound before the start-up line: no waiting, in either mode.
         assert_eq!(listeners_on(s.addr.port()), want, "{args:?}");
         assert_eq!(probe(s.addr).raw, OK_CLOSE);
+    }
+    // The other two designs share one listener, whatever the number of loops.
+    for how in ["exclusive", "acceptor"] {
+        for mode in [&["--loops", "3"][..], &["--loops", "3", "--processes"]] {
+            let s = start(&[mode, &["--distribute", how]].concat());
+            assert_eq!(listeners_on(s.addr.port()), 1, "{how} {mode:?}");
+            assert_eq!(probe(s.addr).raw, OK_CLOSE);
+        }
     }
 }
 
@@ -263,4 +275,181 @@ fn loop_processes_together_pass_one_process_descriptor_limit() {
     for c in &mut conns {
         assert_eq!(c.response(false).expect("served").raw, OK_KEEP_ALIVE);
     }
+}
+
+// ─── --distribute ───────────────────────────────────────────────────────────────────────────
+
+/// The loop processes of an `--processes` server, split into (acceptor, loops) by their name:
+/// the acceptor process calls itself `acceptor` (PR_SET_NAME).
+fn acceptor_and_loops(s: &Server, loops: usize) -> (i32, Vec<i32>) {
+    let mut pids = loop_processes(s, loops + 1, &[]);
+    let comm = |p: &i32| std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+    let at = pids.iter().position(|p| comm(p).trim() == "acceptor");
+    let acceptor = pids.swap_remove(at.expect("a process named acceptor"));
+    (acceptor, pids)
+}
+
+/// What happens to new clients while one loop is busy. One client holds its loop (A) in a 5 s
+/// `--delay-ms` sleep; then 16 new clients connect, 50 ms apart, and send nothing (so no other
+/// request sleeps). The summary, taken while A still sleeps, says which loop accepted them.
+/// Timing: everything below takes about 1.5 s; A sleeps until 5 s after its request was read.
+fn accepts_while_a_loop_sleeps(mode: &[&str]) -> Vec<u64> {
+    let s = start(&[&["--loops", "2", "--delay-ms", "5000"], mode].concat());
+    let mut busy = Conn::new(s.connect());
+    busy.send(GET);
+    let t0 = Instant::now(); // A's sleep starts after this
+    std::thread::sleep(Duration::from_millis(300)); // A has read the request and sleeps
+    let clients: Vec<TcpStream> = (0..16)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            s.connect()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300)); // taken by now, if their loop is awake
+    // A guard, not a measure: only while A sleeps do the counts say anything.
+    assert!(t0.elapsed() < Duration::from_secs(4), "too slow to tell");
+    let out = s.stop(Signal::SIGTERM).stdout;
+    drop((busy, clients));
+    let mut per = accepts_per_worker(&out);
+    per.sort_unstable(); // [A, the other]: A accepted one, the client that holds it
+    per
+}
+
+#[test]
+fn reuseport_hashes_new_clients_to_a_busy_loop_too() {
+    for mode in [&[][..], &["--processes"]] {
+        let per = accepts_while_a_loop_sleeps(mode);
+        // About half of the 16 hashed to A's listener and wait in its queue: not accepted.
+        // (All 16 hashed to the other loop: 2^-16.)
+        assert!(per.iter().sum::<u64>() < 17, "{mode:?}: {per:?}");
+    }
+}
+
+#[test]
+fn exclusive_wakes_only_a_loop_that_waits() {
+    for mode in [
+        &["--distribute", "exclusive"][..],
+        &["--distribute", "exclusive", "--processes"],
+    ] {
+        let per = accepts_while_a_loop_sleeps(mode);
+        // A is not in epoll_wait, so it is never the one woken: the other loop took all 16.
+        assert_eq!(per, [1, 16], "{mode:?}");
+    }
+}
+
+#[test]
+fn the_acceptor_stops_handing_clients_to_a_busy_loop() {
+    for mode in [
+        &["--distribute", "acceptor"][..],
+        &["--distribute", "acceptor", "--processes"],
+    ] {
+        let per = accepts_while_a_loop_sleeps(mode);
+        // The acceptor cannot see that A sleeps, only that A stops taking what it is sent: the
+        // first client handed to A (in turn, both queues empty) waits in A's socketpair; from
+        // then on A's queue is the longer and A is skipped. A second one may follow only if the
+        // other loop had not yet taken the previous client. Round robin would send A eight.
+        assert_eq!(per[0], 1, "{mode:?}: {per:?}");
+        assert!(per[1] >= 14, "{mode:?}: {per:?}");
+    }
+}
+
+#[test]
+fn the_acceptor_takes_the_loops_in_turn() {
+    for mode in [&["--loops", "4"][..], &["--loops", "4", "--processes"]] {
+        let s = start(&[mode, &["--distribute", "acceptor"]].concat());
+        for _ in 0..200 {
+            assert_eq!(probe(s.addr).raw, OK_CLOSE);
+        }
+        let out = s.stop(Signal::SIGTERM).stdout;
+        // Each client is answered before the next connects, so every queue is empty at each
+        // choice: all tie, and the loops take turns exactly.
+        assert_eq!(accepts_per_worker(&out), [50, 50, 50, 50], "{mode:?}");
+    }
+}
+
+#[test]
+fn a_dead_loop_process_leaves_its_hand_off_queue_to_its_replacement() {
+    let s = start(&["--loops", "2", "--processes", "--distribute", "acceptor"]);
+    let (acceptor, loops) = acceptor_and_loops(&s, 2);
+    std::thread::sleep(Duration::from_millis(1200)); // older than a second: replaced at once
+    // Loop A stops receiving: what the acceptor hands it waits in its socketpair.
+    let a = Pid::from_raw(loops[0]);
+    kill(a, Signal::SIGSTOP).expect("stop loop A");
+    let mut clients: Vec<Conn> = (0..20).map(|_| Conn::new(s.connect())).collect();
+    for c in &mut clients {
+        c.send(GET);
+    }
+    std::thread::sleep(Duration::from_millis(300)); // handed off by now
+    // A dies with connections queued for it. The supervisor holds its end of the socketpair,
+    // so they are not closed: A's replacement inherits the end and receives them.
+    kill(a, Signal::SIGKILL).expect("kill loop A");
+    for c in &mut clients {
+        assert_eq!(c.response(false).expect("served").raw, OK_KEEP_ALIVE);
+    }
+    let (acceptor_after, _) = acceptor_and_loops(&s, 2);
+    assert_eq!(acceptor_after, acceptor, "the acceptor was left alone");
+    let out = s.stop(Signal::SIGTERM).stdout;
+    assert_eq!(number(&out, "loops respawned"), 1, "{out}");
+    assert_eq!(number(&out, "connections accepted"), 20, "{out}");
+}
+
+/// One client's state, without waiting long: answered, still waiting, or closed unanswered.
+#[derive(Debug, PartialEq)]
+enum Seen {
+    Answered,
+    Waiting,
+    Closed,
+}
+
+fn seen(c: &mut TcpStream, wait: Duration) -> Seen {
+    c.set_read_timeout(Some(wait)).expect("set_read_timeout");
+    let mut buf = [0u8; 256];
+    match c.read(&mut buf) {
+        Ok(0) => Seen::Closed,
+        Ok(_) => Seen::Answered,
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Seen::Waiting,
+        Err(_) => Seen::Closed, // reset
+    }
+}
+
+#[test]
+fn a_loop_out_of_descriptors_loses_one_client_and_keeps_the_rest_queued() {
+    // 40 descriptors per process: each loop process holds about 35 clients. 100 connect and
+    // send a request; the loops fill up, and the rest wait in their hand-off queues.
+    let args = [
+        "--addr",
+        "127.0.0.1:0",
+        "--loops",
+        "2",
+        "--processes",
+        "--distribute",
+        "acceptor",
+    ];
+    let s = Server::start_limited(BIN, &args, Some(40));
+    let mut clients: Vec<TcpStream> = (0..100).map(|_| s.connect()).collect();
+    for c in &mut clients {
+        std::io::Write::write_all(c, GET).expect("send");
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    let first: Vec<Seen> = clients
+        .iter_mut()
+        .map(|c| seen(c, Duration::from_millis(20)))
+        .collect();
+    let served = first.iter().filter(|&x| *x == Seen::Answered).count();
+    assert!((40..100).contains(&served), "served at first: {served}");
+    // Those served leave: the loops get descriptors back, and take the queued clients.
+    let mut rest: Vec<TcpStream> = clients
+        .into_iter()
+        .zip(&first)
+        .filter_map(|(c, x)| (*x != Seen::Answered).then_some(c))
+        .collect();
+    let lost = rest
+        .iter_mut()
+        .map(|c| seen(c, Duration::from_secs(5)))
+        .filter(|x| *x != Seen::Answered)
+        .count();
+    // At most one per loop process: the message recvmsg took when the table was full. After
+    // that, each loop peeks first and leaves the clients queued until it has room.
+    assert!(lost <= 2, "{lost} of {} not served", rest.len());
+    assert!(s.stderr().contains("out of descriptors"), "{}", s.stderr());
 }

@@ -10,7 +10,7 @@
 use std::io::Write;
 use std::sync::atomic::Ordering::Relaxed;
 
-use crate::proto::{Config, Flow};
+use crate::proto::{Config, Flow, Work};
 use crate::stats::Counters;
 
 /// The largest head (request line + headers + the empty line) we accept, as nginx's default
@@ -116,6 +116,44 @@ enum Keep {
 struct Answer {
     keep: Keep,
     head_only: bool,
+    /// The CPU work the request asked for with a `/work/U` target (docs/contract.md §5, a
+    /// mixed workload); [`SERVER_WORK`] for any other target: the server's `--work`.
+    work: u32,
+}
+
+/// [`Answer::work`] of a request that asked for nothing: it costs `--work`.
+const SERVER_WORK: u32 = u32::MAX;
+
+impl Work {
+    /// A request's cost: what its `/work/U` target asked for, or else the server's `--work`;
+    /// `--delay-ms` either way.
+    fn of(target: u32, config: &Config) -> Work {
+        match target {
+            SERVER_WORK => config.work(),
+            units => Work {
+                units,
+                ..config.work()
+            },
+        }
+    }
+}
+
+/// The most CPU units a `/work/U` target may ask for (docs/contract.md §5).
+pub const MAX_TARGET_WORK: u32 = 1_000_000;
+
+/// `U` of a `/work/U` target: 1 to 7 decimal digits, at most [`MAX_TARGET_WORK`]. Anything else
+/// is an ordinary target, which costs the server's `--work`.
+fn work_of(target: &[u8]) -> u32 {
+    let Some(digits) = target.strip_prefix(b"/work/") else {
+        return SERVER_WORK;
+    };
+    if digits.is_empty() || digits.len() > 7 || !digits.iter().all(u8::is_ascii_digit) {
+        return SERVER_WORK;
+    }
+    let n = digits
+        .iter()
+        .fold(0u32, |n, d| n * 10 + u32::from(d - b'0')); // < 10^7: no overflow
+    if n <= MAX_TARGET_WORK { n } else { SERVER_WORK }
 }
 
 impl Answer {
@@ -283,6 +321,9 @@ pub(crate) struct Http {
     blank_lines: u8,
     /// The last call stopped at [`ANSWERS_PER_FEED`] with input left in `pending`.
     backlog: bool,
+    /// `Config::defer`: the request in `after_body` has arrived whole and its work is the
+    /// caller's to run ([`Http::pending_work`]); nothing more is parsed until it is done.
+    deferred: bool,
 }
 
 impl Http {
@@ -294,6 +335,7 @@ impl Http {
     /// rest has not: the time a server gives it is `--head-timeout`, counted from here.
     pub(crate) fn head_pending(&self) -> bool {
         !self.backlog
+            && !self.deferred
             && self.body == Body::None
             && (!self.pending.is_empty() || self.blank_lines > 0)
     }
@@ -303,6 +345,30 @@ impl Http {
         self.backlog
     }
 
+    /// The work of a request held back for the caller (`Config::defer`), if any.
+    pub(crate) fn pending_work(&self, config: &Config) -> Option<Work> {
+        let answer = self.after_body.filter(|_| self.deferred)?;
+        Some(Work::of(answer.work, config))
+    }
+
+    /// The caller ran [`Http::pending_work`]: answer that request, then go on with the input
+    /// waiting behind it (which may stop at the next costly request).
+    pub(crate) fn work_done(
+        &mut self,
+        out: &mut Vec<u8>,
+        config: &Config,
+        counters: &Counters,
+    ) -> Flow {
+        let Some(answer) = self.after_body.take().filter(|_| self.deferred) else {
+            return Flow::Continue; // nothing was held back: a caller's slip, and harmless
+        };
+        self.deferred = false;
+        if let Some(flow) = answer_with(answer, out, counters) {
+            return flow;
+        }
+        self.feed(&[], out, config, counters)
+    }
+
     pub(crate) fn feed(
         &mut self,
         input: &[u8],
@@ -310,6 +376,12 @@ impl Http {
         config: &Config,
         counters: &Counters,
     ) -> Flow {
+        if self.deferred {
+            // The caller should not read while work is out (`Session::waiting`); if it did,
+            // keep the bytes for later rather than answer out of order.
+            self.pending.extend_from_slice(input);
+            return Flow::Continue;
+        }
         if self.pending.is_empty() {
             let (flow, used) = self.run(input, out, config, counters);
             if flow == Flow::Continue {
@@ -371,6 +443,11 @@ impl Http {
                 },
             }
             if let Some(answer) = self.after_body.take() {
+                if config.defer && Work::of(answer.work, config).costs() {
+                    self.after_body = Some(answer); // the caller runs its work: stop here
+                    self.deferred = true;
+                    return (Flow::Continue, pos);
+                }
                 answered += 1;
                 if let Some(flow) = respond(answer, out, config, counters) {
                     return (flow, data.len());
@@ -423,6 +500,11 @@ impl Http {
                 Framing::Chunked => Body::Chunked(Chunk::START),
             };
             if self.body == Body::None {
+                if config.defer && Work::of(head.answer.work, config).costs() {
+                    self.after_body = Some(head.answer); // the caller runs its work: stop here
+                    self.deferred = true;
+                    return (Flow::Continue, pos);
+                }
                 answered += 1;
                 if let Some(flow) = respond(head.answer, out, config, counters) {
                     return (flow, data.len());
@@ -455,7 +537,12 @@ fn respond(
     config: &Config,
     counters: &Counters,
 ) -> Option<Flow> {
-    config.simulate();
+    Work::of(answer.work, config).run();
+    answer_with(answer, out, counters)
+}
+
+/// The answer to a request whose work is done: counted, then appended to `out`.
+fn answer_with(answer: Answer, out: &mut Vec<u8>, counters: &Counters) -> Option<Flow> {
     // Counted before the response is written, so a client holding its response can trust the
     // summary's count (docs/contract.md §6).
     counters.requests.fetch_add(1, Relaxed);
@@ -605,6 +692,7 @@ fn parse_head(head: &[u8]) -> Result<Head, Refusal> {
         answer: Answer {
             keep,
             head_only: method == b"HEAD",
+            work: work_of(target),
         },
         framing,
         // A 100 response must not be sent to an HTTP/1.0 client (RFC 9110 §10.1.1).
@@ -933,6 +1021,95 @@ mod tests {
         let mut s = Session::new(Config::new(Proto::Http), Counters::detached());
         let req = format!("{head}FFFFFFFFFFFFFFFF\r\n");
         assert_eq!(s.feed(req.as_bytes(), &mut Vec::new()), Flow::Continue);
+    }
+
+    #[test]
+    fn a_work_target_asks_for_units_and_anything_else_is_ordinary() {
+        assert_eq!(work_of(b"/work/0"), 0);
+        assert_eq!(work_of(b"/work/1000"), 1000);
+        assert_eq!(work_of(b"/work/1000000"), MAX_TARGET_WORK);
+        for ordinary in [
+            &b"/"[..],
+            b"/work",
+            b"/work/",
+            b"/work/12x",
+            b"/work/-1",
+            b"/work/1000001",
+            b"/work/99999999",
+            b"/works/5",
+            b"/x/work/5",
+        ] {
+            assert_eq!(work_of(ordinary), SERVER_WORK, "{ordinary:?}");
+        }
+        // The response does not depend on the target.
+        assert_eq!(serve(b"GET /work/3 HTTP/1.1\r\n\r\n").0, OK_KEEP_ALIVE);
+    }
+
+    /// With `defer`, the session stops at each costly request and hands its work out; cheap
+    /// ones before it are answered at once, and the order of answers never changes.
+    #[test]
+    fn deferred_work_is_handed_out_one_request_at_a_time_in_order() {
+        let mut config = Config::new(Proto::Http);
+        config.defer = true;
+        let counters = Counters::detached();
+        let mut s = Session::new(config, counters);
+        let mut out = Vec::new();
+        let input = b"GET / HTTP/1.1\r\n\r\nGET /work/7 HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n\
+                      POST /work/2 HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET / HTTP/1.1\r\n\r\n";
+        assert_eq!(s.feed(input, &mut out), Flow::Continue);
+        assert_eq!(
+            out, OK_KEEP_ALIVE,
+            "the cheap request before the costly one"
+        );
+        let work = s.pending_work().expect("the /work/7 request waits");
+        assert_eq!((work.units, work.delay), (7, std::time::Duration::ZERO));
+        assert!(s.waiting() && !s.head_pending() && !s.backlog());
+        // Input that arrives meanwhile (a caller should not read, but may have) waits too.
+        assert_eq!(s.feed(b"", &mut out), Flow::Continue);
+        assert_eq!(out, OK_KEEP_ALIVE);
+        out.clear();
+        assert_eq!(s.work_done(&mut out), Flow::Continue);
+        assert_eq!(
+            out,
+            OK_KEEP_ALIVE.repeat(2),
+            "its answer, then the cheap one behind it"
+        );
+        assert_eq!(
+            s.pending_work().map(|w| w.units),
+            Some(2),
+            "a body's request too"
+        );
+        out.clear();
+        assert_eq!(s.work_done(&mut out), Flow::Continue);
+        assert_eq!(out, OK_KEEP_ALIVE.repeat(2));
+        assert!(!s.waiting() && s.buffered() == 0);
+        assert_eq!(counters.requests.load(Relaxed), 5);
+    }
+
+    #[test]
+    fn with_defer_and_server_work_every_request_is_handed_out() {
+        let mut config = Config::new(Proto::Http);
+        (config.defer, config.work_units) = (true, 3);
+        let mut s = Session::new(config, Counters::detached());
+        let mut out = Vec::new();
+        let two = b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\nConnection: close\r\n\r\n";
+        assert_eq!(s.feed(two, &mut out), Flow::Continue);
+        assert!(out.is_empty());
+        assert_eq!(s.pending_work().map(|w| w.units), Some(3));
+        assert_eq!(s.work_done(&mut out), Flow::Continue);
+        assert_eq!(s.pending_work().map(|w| w.units), Some(3));
+        assert_eq!(s.work_done(&mut out), Flow::Close { linger: true });
+        assert_eq!(out, [OK_KEEP_ALIVE, OK_CLOSE].concat());
+        assert!(s.is_done() && !s.waiting());
+        // A cheap request asks for nothing even when --work is set: /work/0.
+        let mut s = Session::new(config, Counters::detached());
+        out.clear();
+        assert_eq!(
+            s.feed(b"GET /work/0 HTTP/1.1\r\n\r\n", &mut out),
+            Flow::Continue
+        );
+        assert_eq!(out, OK_KEEP_ALIVE);
+        assert!(!s.waiting());
     }
 
     #[test]

@@ -38,6 +38,10 @@ pub struct Config {
     /// `--head-timeout`: how long a request head may take from its first byte (`None`: no
     /// limit). The session keeps no clock: the server measures it ([`Session::head_pending`]).
     pub head_timeout: Option<Duration>,
+    /// Hand each costly request's work to the caller instead of running it inside `feed`: the
+    /// session stops at that request ([`Session::pending_work`]) until the caller has run it
+    /// ([`Session::work_done`]) — a reactor that passes work to a pool of threads (lesson 14).
+    pub defer: bool,
 }
 
 impl Config {
@@ -47,12 +51,35 @@ impl Config {
             work_units: 0,
             delay: Duration::ZERO,
             head_timeout: None,
+            defer: false,
         }
     }
 
-    /// Runs the simulated cost of one request.
-    pub(crate) fn simulate(&self) {
-        work::simulate(self.work_units, self.delay);
+    /// What one request costs when it asks for nothing itself: `--work` and `--delay-ms`.
+    pub(crate) fn work(&self) -> Work {
+        Work {
+            units: self.work_units,
+            delay: self.delay,
+        }
+    }
+}
+
+/// The simulated cost of one request (or echoed read): CPU units, then a blocking sleep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Work {
+    pub units: u32,
+    pub delay: Duration,
+}
+
+impl Work {
+    /// Whether running it takes any time at all.
+    pub fn costs(self) -> bool {
+        self.units > 0 || !self.delay.is_zero()
+    }
+
+    /// Runs it on the calling thread (`work::simulate`).
+    pub fn run(self) {
+        work::simulate(self.units, self.delay);
     }
 }
 
@@ -77,7 +104,10 @@ pub struct Session {
 
 #[derive(Debug)]
 enum State {
-    Echo,
+    /// `held`: with `Config::defer`, the read whose work is out, echoed once it is done.
+    Echo {
+        held: Option<Vec<u8>>,
+    },
     Http(Http),
     /// A `Close` verdict was given: further input is ignored.
     Done,
@@ -88,7 +118,7 @@ impl Session {
     /// slot in the server's `Stats`).
     pub fn new(config: Config, counters: &'static Counters) -> Session {
         let state = match config.proto {
-            Proto::Echo => State::Echo,
+            Proto::Echo => State::Echo { held: None },
             Proto::Http => State::Http(Http::default()),
         };
         Session {
@@ -101,13 +131,19 @@ impl Session {
     /// Feeds bytes just read from the connection; appends the bytes owed to the client to `out`.
     pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Flow {
         let flow = match &mut self.state {
-            State::Echo => {
+            State::Echo { held: Some(held) } => {
+                held.extend_from_slice(input); // work is out: kept, echoed once it is done
+                Flow::Continue
+            }
+            State::Echo { held } => {
                 // The echo "request" is one read: its simulated cost, then every byte goes back.
-                self.config.simulate();
-                out.extend_from_slice(input);
-                self.counters
-                    .bytes
-                    .fetch_add(input.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                let work = self.config.work();
+                if self.config.defer && work.costs() && !input.is_empty() {
+                    *held = Some(input.to_vec());
+                    return Flow::Continue;
+                }
+                work.run();
+                echo(input, out, self.counters);
                 Flow::Continue
             }
             State::Http(http) => http.feed(input, out, &self.config, self.counters),
@@ -116,6 +152,43 @@ impl Session {
                     linger: !input.is_empty(),
                 };
             }
+        };
+        if let Flow::Close { .. } = flow {
+            self.state = State::Done;
+        }
+        flow
+    }
+
+    /// With `Config::defer`: the work of the request the session stopped at, for the caller to
+    /// run (on another thread, say) before it calls [`Session::work_done`]. Until then the
+    /// session answers nothing more, and the caller should read nothing more from the
+    /// connection ([`Session::waiting`]).
+    pub fn pending_work(&self) -> Option<Work> {
+        match &self.state {
+            State::Echo { held: Some(_) } => Some(self.config.work()),
+            State::Http(h) => h.pending_work(&self.config),
+            _ => None,
+        }
+    }
+
+    /// Whether a request's work is out with the caller.
+    pub fn waiting(&self) -> bool {
+        self.pending_work().is_some()
+    }
+
+    /// The caller has run [`Session::pending_work`]: appends that request's answer to `out`,
+    /// and goes on with whatever input waited behind it (possibly stopping at the next costly
+    /// request).
+    pub fn work_done(&mut self, out: &mut Vec<u8>) -> Flow {
+        let flow = match &mut self.state {
+            State::Echo { held } => {
+                if let Some(bytes) = held.take() {
+                    echo(&bytes, out, self.counters);
+                }
+                Flow::Continue
+            }
+            State::Http(h) => h.work_done(out, &self.config, self.counters),
+            State::Done => Flow::Close { linger: false },
         };
         if let Flow::Close { .. } = flow {
             self.state = State::Done;
@@ -176,6 +249,14 @@ impl Session {
     }
 }
 
+/// Echo's answer: every byte back, counted.
+fn echo(input: &[u8], out: &mut Vec<u8>, counters: &Counters) {
+    out.extend_from_slice(input);
+    counters
+        .bytes
+        .fetch_add(input.len() as u64, std::sync::atomic::Ordering::Relaxed);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,6 +285,23 @@ mod tests {
         assert!(s.is_done());
         assert_eq!(s.feed(b"late", &mut out), Flow::Close { linger: true });
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn deferred_echo_holds_the_read_until_its_work_is_done() {
+        let mut cfg = Config::new(Proto::Echo);
+        (cfg.defer, cfg.work_units) = (true, 1);
+        let counters = Counters::detached();
+        let mut s = Session::new(cfg, counters);
+        let mut out = Vec::new();
+        assert_eq!(s.feed(b"ab", &mut out), Flow::Continue);
+        assert!(out.is_empty());
+        assert_eq!(s.pending_work().map(|w| w.units), Some(1));
+        assert_eq!(s.feed(b"c", &mut out), Flow::Continue); // arrived meanwhile: held too
+        assert_eq!(s.work_done(&mut out), Flow::Continue);
+        assert_eq!(out, b"abc");
+        assert!(!s.waiting());
+        assert_eq!(counters.bytes.load(std::sync::atomic::Ordering::Relaxed), 3);
     }
 
     #[test]

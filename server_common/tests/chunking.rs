@@ -25,7 +25,10 @@ struct Req {
 fn req() -> impl Strategy<Value = Req> {
     (
         prop::sample::select(vec!["GET", "HEAD", "POST", "PUT", "OPTIONS"]),
-        "/[a-z0-9/?=&.%-]{0,30}",
+        prop_oneof![
+            "/[a-z0-9/?=&.%-]{0,30}",
+            "/work/[0-9]{1,2}", // a mixed workload's costly request (docs/contract.md §5)
+        ],
         prop::sample::select(vec![0u8, 1]),
         prop::option::weighted(
             0.2,
@@ -85,8 +88,14 @@ fn encode(r: &Req) -> Vec<u8> {
 
 /// Feeds `stream` cut at `cuts`; returns output, requests, errors, and whether it closed.
 fn run(proto: Proto, stream: &[u8], cuts: &[usize]) -> (Vec<u8>, u64, u64, bool) {
+    run_with(Config::new(proto), stream, cuts)
+}
+
+/// As [`run`], with any config; work a session hands out (`defer`) is done at once, as a
+/// reactor's pool would do it, before anything more is read.
+fn run_with(config: Config, stream: &[u8], cuts: &[usize]) -> (Vec<u8>, u64, u64, bool) {
     let counters = Counters::detached();
-    let mut session = Session::new(Config::new(proto), counters);
+    let mut session = Session::new(config, counters);
     let mut out = Vec::new();
     let mut closed = false;
     let mut start = 0;
@@ -94,8 +103,11 @@ fn run(proto: Proto, stream: &[u8], cuts: &[usize]) -> (Vec<u8>, u64, u64, bool)
         let end = end.clamp(start, stream.len());
         // As a server does: feed the read, then work off any backlog before reading again.
         let mut flow = session.feed(&stream[start..end], &mut out);
-        while flow == Flow::Continue && session.backlog() {
-            flow = session.feed(&[], &mut out);
+        while flow == Flow::Continue && (session.backlog() || session.waiting()) {
+            flow = match session.waiting() {
+                true => session.work_done(&mut out), // (its work would run here)
+                false => session.feed(&[], &mut out),
+            };
         }
         if let Flow::Close { .. } = flow {
             closed = true;
@@ -134,6 +146,22 @@ proptest! {
         let whole = run(Proto::Http, &stream, &[]);
         let chunked = run(Proto::Http, &stream, &cuts);
         prop_assert_eq!(&whole, &chunked);
+    }
+
+    /// A reactor that hands costly requests to a pool (`defer`) answers exactly what a
+    /// server that runs them inline answers, however the bytes were split.
+    #[test]
+    fn deferred_work_changes_no_answer(
+        (stream, cuts) in prop::collection::vec(req(), 1..8)
+            .prop_map(|reqs| reqs.iter().flat_map(encode).collect::<Vec<u8>>())
+            .prop_flat_map(|s| { let n = s.len(); (Just(s), cuts(n)) }),
+        server_work in prop::sample::select(vec![0u32, 1]),
+    ) {
+        let mut config = Config::new(Proto::Http);
+        config.work_units = server_work;
+        let inline = run_with(config, &stream, &[]);
+        config.defer = true;
+        prop_assert_eq!(&inline, &run_with(config, &stream, &cuts));
     }
 
     #[test]

@@ -68,6 +68,16 @@ pub fn float(j: &Value, ptr: &str) -> f64 {
         .unwrap_or_else(|| panic!("{ptr} is not a number in {j}"))
 }
 
+/// An example of this crate: `cargo test` builds them next to the test binaries, in
+/// target/<profile>/examples.
+pub fn example(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("examples").join(name))
+        .expect("target/<profile>/deps/<test> has two parents")
+}
+
 // ─── test servers ───────────────────────────────────────────────────────────────────────────
 
 /// A test server: an accept loop in a thread, each connection handled by `handle` in a thread
