@@ -215,16 +215,20 @@ pub fn slow_clients(t: &Target) -> Outcome {
         None => Outcome::Fail(format!(
             "a normal client was not served while {n} clients dribbled"
         )),
-        // Each dribbler a worker holds gets its 408 at the head deadline, which frees the
+        // Each dribbler a worker holds gets its 408 at the head deadline, then a lingering
+        // close that lasts its full LINGER (the dribbler never stops sending), which frees the
         // worker for the next in the queue: about ceil(n / w) rounds, then our turn.
         Some(w) => {
             let rounds = n.div_ceil(w) as u64;
+            let linger = server_common::net::LINGER.as_secs();
             let plural = if w == 1 { "" } else { "s" };
-            if normal.answered_within(Duration::from_secs(rounds * deadline + 8)) {
+            if normal.answered_within(Duration::from_secs(rounds * (deadline + linger) + 4)) {
                 Outcome::Limit(format!(
                     "held by {w} slow client{plural} ({n} dribbling); --head-timeout {deadline} s \
-                     answered each a 408 while they kept dribbling, freeing the worker{plural} \
-                     one at a time: served after {:.1} s (about {rounds} × {deadline} s)",
+                     answered each a 408 while they kept dribbling, and a {linger} s lingering \
+                     close later freed the worker{plural} one at a time: served after {:.1} s \
+                     (about {rounds} × ({deadline} s + {linger} s), less the second they had \
+                     been dribbling before we came)",
                     t0.elapsed().as_secs_f64()
                 ))
             } else {
