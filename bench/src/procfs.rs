@@ -10,8 +10,9 @@ use std::io::{BufRead, BufReader};
 // live_processes_in_group), which the tests use too.
 use conformance::server::live_processes_in_group;
 
-fn status_field(pid: i32, name: &str) -> Option<u64> {
-    let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+/// The first number after `name` on its line of a /proc text file (status, meminfo).
+fn field(path: &str, name: &str) -> Option<u64> {
+    let s = fs::read_to_string(path).ok()?;
     s.lines().find_map(|l| {
         l.strip_prefix(name)?
             .split_whitespace()
@@ -19,6 +20,10 @@ fn status_field(pid: i32, name: &str) -> Option<u64> {
             .parse()
             .ok()
     })
+}
+
+fn status_field(pid: i32, name: &str) -> Option<u64> {
+    field(&format!("/proc/{pid}/status"), name)
 }
 
 /// Proportional set size of one process in KiB: its private pages plus its share of pages
@@ -176,14 +181,7 @@ pub fn split_smaps(mut smaps: impl BufRead, sps: &[u64]) -> Breakdown {
 
 /// A field of /proc/meminfo in KiB.
 fn meminfo_kib(name: &str) -> Option<u64> {
-    let s = fs::read_to_string("/proc/meminfo").ok()?;
-    s.lines().find_map(|l| {
-        l.strip_prefix(name)?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
-    })
+    field("/proc/meminfo", name)
 }
 
 /// The [`Breakdown`] of group `pgid` now. Each process's smaps is read once, after its
