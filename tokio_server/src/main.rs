@@ -164,9 +164,9 @@ async fn after_accept_error(e: io::Error) {
 // ─── per-connection work ────────────────────────────────────────────────────────────────────
 
 /// Serves one connection to its end, like lesson 1's `handle_conn` — but each `.await` is
-/// where lesson 10 returns to its loop. `read` calls recv(2); on EAGAIN tokio clears the
-/// socket's readiness, keeps this task's *waker* and returns Pending; epoll's next event for the
-/// socket calls the waker, which queues the task again (a short read clears readiness too).
+/// where lesson 10 returns to its loop. `poll_read_ready` returns Pending until epoll has
+/// reported the socket readable, keeping this task's *waker*; epoll's next event calls it, which
+/// queues the task again. `try_read` then calls recv(2); on EAGAIN tokio clears the readiness.
 ///
 /// A plain fn returning an `async move` block, not an `async fn`: an async fn's state keeps each
 /// argument twice (the argument, and the local it is moved into), here 168 bytes per task.
