@@ -2,7 +2,7 @@
 //!
 //! This is an epoll *client*, the mirror image of the event-loop servers of lessons 7–11:
 //! instead of accepting, it connects; instead of answering, it sends and waits. Read it with
-//! the README's diagram next to it.
+//! the diagram in docs/echo_client.md next to it.
 //!
 //! ```text
 //!              ┌──────────────────────────── one thread ─────────────────────────────┐
@@ -139,7 +139,7 @@ pub fn run<W: Workload>(
             // Nothing can run without it; say so once and report this thread's connections as
             // failed.
             eprintln!("echo_client: epoll_create1: {e}");
-            let mut t = Tally::default();
+            let mut t = thread_tally(plan);
             t.errors[Failure::Other as usize] = ids.end - ids.start;
             t.per_conn = vec![0; (ids.end - ids.start) as usize];
             return t;
@@ -171,7 +171,7 @@ pub fn run<W: Workload>(
         epoll,
         board,
         slot,
-        tally: Tally::default(),
+        tally: thread_tally(plan),
         stage: Stage::Connect,
         run_start: u64::MAX,
         run_end: u64::MAX,
@@ -182,6 +182,12 @@ pub fn run<W: Workload>(
     };
     worker.event_loop();
     worker.finish()
+}
+
+/// A thread's empty tally: with the `--mix` histograms only when `--mix` was given (they are
+/// as big as the main one, and most runs never fill them).
+fn thread_tally(plan: &Plan) -> Tally {
+    Tally::new(plan.mix.is_some())
 }
 
 struct Worker<'a, W: Workload> {
@@ -659,12 +665,13 @@ impl<W: Workload> Worker<'_, W> {
         let c = &mut self.conns[idx];
         let latency = now.saturating_sub(c.since);
         record(&mut self.tally.latency, latency);
-        if self.plan.mix.is_some() {
-            // --mix: each request's latency also goes to its kind's histogram.
+        if let Some(m) = &mut self.tally.mix {
+            // --mix (the only case with these histograms): each request's latency also goes
+            // to its kind's histogram.
             let kind = if self.w.expensive(&c.st) {
-                &mut self.tally.latency_expensive
+                &mut m.expensive
             } else {
-                &mut self.tally.latency_cheap
+                &mut m.cheap
             };
             record(kind, latency);
         }
@@ -832,5 +839,26 @@ mod tests {
         let http = size_of::<Conn<crate::workload::HttpState>>();
         assert!(echo <= 128, "echo connection: {echo} bytes");
         assert!(http <= 160, "http connection: {http} bytes");
+    }
+
+    /// Each thread's tally carries the two `--mix` histograms only when `--mix` is given:
+    /// without it they would cost every thread two histograms as big as its main one, unused.
+    #[test]
+    fn a_thread_tally_has_mix_histograms_only_with_mix() {
+        use clap::Parser as _;
+        let plan = |args: &[&str]| {
+            let argv = ["echo_client", "--proto", "http"].iter().chain(args);
+            crate::cli::Plan::from_args(crate::cli::Args::parse_from(argv))
+        };
+        assert!(thread_tally(&plan(&[])).mix.is_none(), "without --mix");
+        assert!(
+            thread_tally(&plan(&["--close"])).mix.is_none(),
+            "without --mix"
+        );
+        assert!(
+            thread_tally(&plan(&["--mix", "10:/work/1000"]))
+                .mix
+                .is_some()
+        );
     }
 }

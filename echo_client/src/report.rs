@@ -2,6 +2,7 @@
 //! people (wrk-like lines) or as one JSON object whose fields are documented in README.md and
 //! versioned by `"schema"`.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
@@ -10,7 +11,7 @@ use serde_json::{Value, json};
 use crate::cli::{Plan, Proto, Until};
 use crate::clock;
 use crate::run::Outcome;
-use crate::stats::{Failure, Fairness};
+use crate::stats::{Failure, Fairness, MixLatency, Tally};
 
 /// Bump when a field changes meaning or disappears; adding fields keeps the number.
 pub const SCHEMA: u32 = 1;
@@ -142,13 +143,14 @@ impl<'a> Summary<'a> {
         });
         // Only with --mix, so a run without it has exactly the fields it always had.
         if let (Some(mix), Value::Object(fields)) = (&plan.mix, &mut report) {
+            let m = mix_of(t);
             fields.insert(
                 "mix".into(),
                 json!({
                     "every": mix.every,
                     "path": mix.path,
-                    "cheap": hist_json(&t.latency_cheap),
-                    "expensive": hist_json(&t.latency_expensive),
+                    "cheap": hist_json(&m.cheap),
+                    "expensive": hist_json(&m.expensive),
                 }),
             );
         }
@@ -253,7 +255,8 @@ impl<'a> Summary<'a> {
             let cheap = "latency, cheap (/)".to_string();
             let expensive = format!("latency, expensive ({})", m.path);
             let width = 15.max(cheap.chars().count().max(expensive.chars().count()) + 2);
-            for (label, h) in [(cheap, &t.latency_cheap), (expensive, &t.latency_expensive)] {
+            let m = mix_of(t);
+            for (label, h) in [(cheap, &m.cheap), (expensive, &m.expensive)] {
                 let _ = writeln!(s, "{label:<width$}{}", long_percentiles(h));
             }
         }
@@ -319,6 +322,14 @@ impl<'a> Summary<'a> {
 /// value of the bucket that holds the quantile, so they round up, never down.
 fn us(ns: u64) -> f64 {
     ns as f64 / 1e3
+}
+
+/// The `--mix` histograms of a `--mix` run. Every thread's tally has them then, so the merged
+/// one does too; should none have come back (every thread lost), the split is reported empty.
+fn mix_of(t: &Tally) -> Cow<'_, MixLatency> {
+    t.mix
+        .as_ref()
+        .map_or_else(|| Cow::Owned(MixLatency::default()), Cow::Borrowed)
 }
 
 fn hist_json(h: &Histogram<u64>) -> Value {

@@ -190,14 +190,32 @@ pub struct Tally {
     pub errors: [u64; Failure::COUNT],
     /// Message latency, ns.
     pub latency: Histogram<u64>,
-    /// `--mix` only: the latency of the cheap requests (`GET /`), ns — a part of `latency`.
-    pub latency_cheap: Histogram<u64>,
-    /// `--mix` only: the latency of the expensive requests (`GET PATH`), ns — the rest of it.
-    pub latency_expensive: Histogram<u64>,
+    /// `--mix` only: `latency` split by kind of request. `None` without `--mix`, so a run
+    /// without it allocates no histograms it would never fill (two per thread, each as big as
+    /// `latency`).
+    pub mix: Option<MixLatency>,
     /// Connect latency (SYN sent → established), ns.
     pub connect_latency: Histogram<u64>,
     /// Messages completed per connection slot (reconnects included), for fairness.
     pub per_conn: Vec<u64>,
+}
+
+/// `--mix`: the latency of each kind of request, ns. Together they hold what `latency` holds.
+#[derive(Clone, Debug)]
+pub struct MixLatency {
+    /// The cheap requests (`GET /`).
+    pub cheap: Histogram<u64>,
+    /// The expensive requests (`GET PATH`).
+    pub expensive: Histogram<u64>,
+}
+
+impl Default for MixLatency {
+    fn default() -> Self {
+        MixLatency {
+            cheap: histogram(),
+            expensive: histogram(),
+        }
+    }
 }
 
 /// The longest latency tracked: an hour. Longer ones are recorded as an hour.
@@ -216,8 +234,7 @@ impl Default for Tally {
             n: Counts::default(),
             errors: [0; Failure::COUNT],
             latency: histogram(),
-            latency_cheap: histogram(),
-            latency_expensive: histogram(),
+            mix: None,
             connect_latency: histogram(),
             per_conn: Vec::new(),
         }
@@ -225,6 +242,14 @@ impl Default for Tally {
 }
 
 impl Tally {
+    /// An empty tally, with the `--mix` histograms only when `mix` is set (`--mix` given).
+    pub fn new(mix: bool) -> Tally {
+        Tally {
+            mix: mix.then(MixLatency::default),
+            ..Tally::default()
+        }
+    }
+
     pub fn error(&mut self, f: Failure) {
         self.errors[f as usize] += 1;
     }
@@ -245,11 +270,14 @@ impl Tally {
         }
         // Same bounds on both sides, so add() cannot fail; saturate rather than lose a run
         // to an impossible error.
-        if self.latency.add(&o.latency).is_err()
-            || self.latency_cheap.add(&o.latency_cheap).is_err()
-            || self.latency_expensive.add(&o.latency_expensive).is_err()
-            || self.connect_latency.add(&o.connect_latency).is_err()
-        {
+        let mut added = self.latency.add(&o.latency).is_ok()
+            && self.connect_latency.add(&o.connect_latency).is_ok();
+        if let Some(om) = &o.mix {
+            // The run-wide tally starts without them; the first `--mix` tally brings them.
+            let m = self.mix.get_or_insert_with(MixLatency::default);
+            added &= m.cheap.add(&om.cheap).is_ok() && m.expensive.add(&om.expensive).is_ok();
+        }
+        if !added {
             unreachable!("histograms with equal bounds always add");
         }
         self.per_conn.extend_from_slice(&o.per_conn);
@@ -264,12 +292,13 @@ impl Tally {
         for f in Failure::ALL {
             let _ = writeln!(out, "error {} {}", f.key(), self.errors_of(f));
         }
-        for (name, h) in [
-            ("latency", &self.latency),
-            ("cheap", &self.latency_cheap),
-            ("expensive", &self.latency_expensive),
-            ("connect", &self.connect_latency),
-        ] {
+        // The `--mix` lines only with `--mix`: their presence is what tells the parent.
+        let mix = self.mix.as_ref();
+        let mix_lines = mix.map(|m| [("cheap", &m.cheap), ("expensive", &m.expensive)]);
+        for (name, h) in std::iter::once(("latency", &self.latency))
+            .chain(mix_lines.into_iter().flatten())
+            .chain(std::iter::once(("connect", &self.connect_latency)))
+        {
             out.push_str("hist ");
             out.push_str(name);
             for v in h.iter_recorded() {
@@ -312,8 +341,10 @@ impl Tally {
                 "hist" => {
                     let h = match words.next() {
                         Some("latency") => &mut t.latency,
-                        Some("cheap") => &mut t.latency_cheap,
-                        Some("expensive") => &mut t.latency_expensive,
+                        Some("cheap") => &mut t.mix.get_or_insert_with(MixLatency::default).cheap,
+                        Some("expensive") => {
+                            &mut t.mix.get_or_insert_with(MixLatency::default).expensive
+                        }
                         Some("connect") => &mut t.connect_latency,
                         _ => return Err(bad()),
                     };
@@ -386,7 +417,7 @@ mod tests {
     use super::*;
 
     fn sample(k: u64) -> Tally {
-        let mut t = Tally::default();
+        let mut t = Tally::new(true);
         t.n.messages = 10 * k;
         t.n.transfer_done_ns = 100 + k;
         t.error(Failure::Reset);
@@ -394,9 +425,13 @@ mod tests {
             record(&mut t.latency, v);
         }
         record(&mut t.connect_latency, 77);
-        record(&mut t.latency_cheap, 500 * k);
-        record(&mut t.latency_expensive, 9_000_000 + k);
-        record(&mut t.latency_expensive, 9_000_000);
+        let m = t
+            .mix
+            .as_mut()
+            .expect("Tally::new(true) has the --mix histograms");
+        record(&mut m.cheap, 500 * k);
+        record(&mut m.expensive, 9_000_000 + k);
+        record(&mut m.expensive, 9_000_000);
         t.per_conn = vec![k, 0, 3];
         t
     }
@@ -408,8 +443,8 @@ mod tests {
         assert_eq!(back.n, t.n);
         assert_eq!(back.errors, t.errors);
         assert_eq!(back.latency, t.latency);
-        assert_eq!(back.latency_cheap, t.latency_cheap);
-        assert_eq!(back.latency_expensive, t.latency_expensive);
+        let (mb, mt) = (back.mix.as_ref().unwrap(), t.mix.as_ref().unwrap());
+        assert_eq!((&mb.cheap, &mb.expensive), (&mt.cheap, &mt.expensive));
         assert_eq!(back.connect_latency, t.connect_latency);
         assert_eq!(back.per_conn, t.per_conn);
         let wire = t.to_wire();
@@ -428,7 +463,8 @@ mod tests {
         assert_eq!(a.n.transfer_done_ns, 102);
         assert_eq!(a.errors_of(Failure::Reset), 2);
         assert_eq!(a.latency.len(), 8);
-        assert_eq!((a.latency_cheap.len(), a.latency_expensive.len()), (2, 4));
+        let m = a.mix.as_ref().unwrap();
+        assert_eq!((m.cheap.len(), m.expensive.len()), (2, 4));
         assert_eq!(a.per_conn, vec![1, 0, 3, 2, 0, 3]);
         // Percentiles of the merged histogram are those of all values, not averages.
         // Sorted: 1000, 2000, 2000, 2000, 3e6, 3e6, 1 h, 1 h.
@@ -444,6 +480,38 @@ mod tests {
             a.latency.value_at_quantile(0.6),
             a.latency.highest_equivalent(3_000_000)
         );
+    }
+
+    /// Without `--mix` no tally carries the two `--mix` histograms: not a thread's, not the
+    /// merged one, not one rebuilt from a child's report. With it, the merge starts them.
+    #[test]
+    fn a_tally_without_mix_allocates_no_mix_histograms() {
+        assert!(Tally::default().mix.is_none());
+        assert!(Tally::new(false).mix.is_none());
+        let mut plain = Tally::new(false);
+        record(&mut plain.latency, 1_000);
+        let mut all = Tally::default();
+        all.merge(&plain);
+        all.merge(&plain);
+        assert!(all.mix.is_none(), "merging tallies without --mix");
+        assert_eq!(all.latency.len(), 2);
+        let wire = all.to_wire();
+        assert!(
+            !wire.contains("hist cheap") && !wire.contains("hist expensive"),
+            "{wire}"
+        );
+        assert!(
+            Tally::from_wire(&wire).unwrap().mix.is_none(),
+            "from the wire"
+        );
+        // With --mix: an empty --mix tally (no request completed) still brings them, so the
+        // report shows the split even when nothing was counted.
+        assert!(Tally::new(true).mix.is_some());
+        let mut all = Tally::default();
+        all.merge(&Tally::new(true));
+        assert!(all.mix.is_some(), "merging a --mix tally");
+        let back = Tally::from_wire(&Tally::new(true).to_wire()).unwrap();
+        assert!(back.mix.is_some(), "an empty --mix tally from the wire");
     }
 
     #[test]
