@@ -98,6 +98,29 @@ pub fn run(plan: &Plan, rungs: &[&Rung], bins: &Path, command: String) -> Result
             anchor: false,
         })
         .collect();
+    // Variant rows the scenarios name ("crate --flag", see `scenarios::variant`): the rung's
+    // binary with more flags. Scenarios only: the sweeps and the cost table measure the rungs.
+    let variants: Vec<sweeps::Who> = plan
+        .scenarios
+        .iter()
+        .flat_map(|s| s.only.unwrap_or(&[]).iter())
+        .filter(|name| !scenarios::variant(name).1.is_empty())
+        .filter_map(|name| {
+            let (k, b) = bins_owned
+                .iter()
+                .find(|(k, _)| k == scenarios::variant(name).0)?;
+            Some(sweeps::Who {
+                subject: Subject::Rung { krate: k, bin: b },
+                name: name.to_string(),
+                anchor: false,
+            })
+        })
+        .fold(Vec::new(), |mut v: Vec<sweeps::Who>, w| {
+            if !v.iter().any(|o| o.name == w.name) {
+                v.push(w);
+            }
+            v
+        });
     for &w in anchor_workers {
         let subject = Subject::Nginx { workers: w };
         who.push(sweeps::Who {
@@ -125,6 +148,7 @@ pub fn run(plan: &Plan, rungs: &[&Rung], bins: &Path, command: String) -> Result
         .iter()
         .map(|s| {
             who.iter()
+                .chain(&variants)
                 .filter(|w| (!w.anchor || s.anchors) && s.runs(&w.name))
                 .count()
         })
@@ -183,6 +207,7 @@ pub fn run(plan: &Plan, rungs: &[&Rung], bins: &Path, command: String) -> Result
         // A rung the scenario names but the build lacks is simply not among `who`.
         for w in who
             .iter()
+            .chain(&variants)
             .filter(|w| (!w.anchor || sc.anchors) && sc.runs(&w.name))
         {
             let sc = scenarios::Scenario {
@@ -192,7 +217,11 @@ pub fn run(plan: &Plan, rungs: &[&Rung], bins: &Path, command: String) -> Result
             let mut each = Vec::new();
             for _ in 0..rounds {
                 tick(&format!("{} · {}", w.name, sc.id));
-                each.push(run::load(&w.subject, &sc, &echo_client, true));
+                let row = run::load(&w.subject, &sc, &echo_client, true);
+                each.push(Row {
+                    rung: w.name.clone(), // a variant's row is named with its flags
+                    ..row
+                });
             }
             rows.extend(Row::median_of(each));
         }
@@ -608,11 +637,20 @@ fn write_readme_blocks(
             rounds_note(res.mode),
             sweep_report::rung_rows(krate, sweeps_all, &res.cells)
         );
-        let mine: Vec<&Row> = res.rows.iter().filter(|r| r.rung == krate).collect();
+        // The rung's rows, and its variants' (`scenarios::variant`), each titled with its flags.
+        let mine: Vec<&Row> = res
+            .rows
+            .iter()
+            .filter(|r| scenarios::variant(&r.rung).0 == krate)
+            .collect();
         if !mine.is_empty() {
             body += "**Single-point scenarios**\n\n| scenario | throughput | p50 | p99 | max | errors / notes | server CPU | peak memory (PSS) | threads |\n|---|--:|--:|--:|--:|---|--:|--:|--:|\n";
             for (id, title) in titles {
-                if let Some(r) = mine.iter().find(|r| &r.scenario == id) {
+                for r in mine.iter().filter(|r| &r.scenario == id) {
+                    let title = match scenarios::variant(&r.rung).1 {
+                        "" => title.clone(),
+                        flags => format!("{title}, with `{flags}`"),
+                    };
                     let line = results::scenario_table(&[r], false);
                     // The single data row of that table, with the scenario's title instead of the name.
                     if let Some(data) = line.lines().nth(2) {
@@ -793,11 +831,11 @@ fn merge(stored: &Path, fresh: Results) -> Results {
         );
         return fresh;
     }
+    // A variant row ranks right after its rung.
     let rank = |rung: &str| {
-        RUNGS
-            .iter()
-            .position(|r| r.krate == rung)
-            .unwrap_or(RUNGS.len())
+        let (krate, flags) = scenarios::variant(rung);
+        let at = RUNGS.iter().position(|r| r.krate == krate);
+        (at.unwrap_or(RUNGS.len()), !flags.is_empty())
     };
     let mut cells = sweeps::merge(old.cells, fresh.cells);
     cells.sort_by(|a, b| {

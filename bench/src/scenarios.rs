@@ -66,14 +66,24 @@ impl Scenario {
         self.only.is_none_or(|o| o.contains(&name))
     }
 
-    /// The server flags for rung `krate`: the scenario's, and `--workers` for a pool.
-    pub fn server_args_for(&self, krate: &str) -> Vec<String> {
+    /// The server flags for rung `name`: the scenario's, a variant's own ([`variant`]), and
+    /// `--workers` for a pool.
+    pub fn server_args_for(&self, name: &str) -> Vec<String> {
+        let (krate, flags) = variant(name);
         let mut a = self.server_args.clone();
+        a.extend(flags.split_whitespace().map(String::from));
         if let Some(n) = self.pool_workers.filter(|_| crate::sweeps::is_pool(krate)) {
             a.extend(["--workers".to_string(), n.to_string()]);
         }
         a
     }
+}
+
+/// A row's name is a crate, or a crate and flags (`epoll_pool_server --all-to-pool`): a
+/// variant of that rung, which a scenario names in its `only` list and runs beside the rung
+/// with those flags added. Returns the crate and the flags ("" for the rung itself).
+pub fn variant(name: &str) -> (&str, &str) {
+    name.split_once(' ').unwrap_or((name, ""))
 }
 
 fn secs(s: u64) -> Duration {
@@ -172,8 +182,9 @@ pub fn cost_load(mode: Mode) -> Load {
 /// so a new one is one more name here.
 pub const MIXED_RUNGS: &[&str] = &[
     "epoll_et_server",
-    // The reactor pool (one loop hands expensive requests to worker threads): not built yet.
+    // The reactor with a pool (lesson 14), as it ships and as the Go benchmark's worker pool.
     "epoll_pool_server",
+    "epoll_pool_server --all-to-pool",
     "multi_epoll_server",
     "threadpool_accept_main",
     "tokio_server",
@@ -439,6 +450,14 @@ mod tests {
             ["--workers", "100"]
         );
         assert!(m.server_args_for("epoll_et_server").is_empty());
+        // A variant row: its rung's binary with its own flags.
+        assert!(m.runs("epoll_pool_server --all-to-pool"));
+        assert_eq!(
+            m.server_args_for("epoll_pool_server --all-to-pool"),
+            ["--all-to-pool"]
+        );
+        assert_eq!(variant("a_server --x 1"), ("a_server", "--x 1"));
+        assert_eq!(variant("a_server"), ("a_server", ""));
         let sized = with_work_unit(&full, Some(4.0));
         let Load::Closed { mix, .. } = &sized.iter().find(|s| s.id == "mixed").unwrap().load;
         assert_eq!(mix.as_ref().unwrap().path, "/work/250");

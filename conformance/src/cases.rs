@@ -696,7 +696,16 @@ pub fn sigterm_prints_the_summary_and_exits_0(t: &Target) {
         .parse()
         .expect("a number");
     assert!(peak >= 1 && peak <= accepted, "{out}");
-    if t.caps.workers {
+    if t.caps.job_pool {
+        // Lesson 14: the loop accepts; its workers run jobs, one count each (default: a CPU each).
+        let per = summary_value(out, "jobs per worker");
+        let jobs: Vec<u64> = per
+            .split_whitespace()
+            .map(|n| n.parse().expect("a number"))
+            .collect();
+        assert!(!jobs.is_empty(), "{out}");
+        assert!(!out.contains("accepts per worker"), "{out}");
+    } else if t.caps.workers {
         let per: Vec<u64> = summary_value(out, "accepts per worker")
             .split_whitespace()
             .map(|n| n.parse().expect("a number per worker"))

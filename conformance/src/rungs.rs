@@ -29,6 +29,9 @@ pub struct Caps {
     pub fd_limit: Option<usize>,
     /// Spins on the CPU by design, even idle (lesson 7): CPU checks don't apply.
     pub busy_loop: bool,
+    /// Its workers run requests' work, not connections (lesson 14): the summary counts
+    /// `jobs per worker` instead of `accepts per worker`.
+    pub job_pool: bool,
 }
 
 /// Whether a rung exists yet.
@@ -64,6 +67,7 @@ const fn caps(concurrency: Concurrency) -> Caps {
         threads: false,
         fd_limit: None,
         busy_loop: false,
+        job_pool: false,
     }
 }
 
@@ -199,6 +203,18 @@ pub const RUNGS: &[Rung] = &[
         caps: caps(Concurrency::Unbounded),
         status: Status::Done,
         builds_on: &[],
+    },
+    Rung {
+        order: 14,
+        krate: "epoll_pool_server",
+        model: "one epoll loop for the sockets, a thread pool for the costly work",
+        caps: Caps {
+            workers: true,
+            job_pool: true,
+            ..caps(Concurrency::Unbounded)
+        },
+        status: Status::Done,
+        builds_on: &[7, 10],
     },
 ];
 

@@ -1,7 +1,8 @@
 //! Lesson 10's event loop, as a library item: `main.rs` runs it once; lesson 11
 //! (`multi_epoll_server`) runs it once per core, each time with its own listener, epoll instance
 //! and table — the same function, not a copy. What epoll changes, and why, is the lesson's text
-//! in `main.rs`; the connection it drives is lesson 7's (`nonblocking_busy_server`).
+//! in `main.rs`; the connection it drives is lesson 7's (`nonblocking_busy_server`). Lesson 14
+//! (`epoll_pool_server`) runs it with a pool of workers hung on it ([`Extension`]).
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
@@ -9,11 +10,13 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::poll::PollTimeout;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
-use nonblocking_busy_server::{Conns, Ready, Want, millis}; // lesson 7: the connection and its table
+use nonblocking_busy_server::{ConnState, Conns, Ready, Want, millis}; // lesson 7: the connection
 use server_common::{Context, SetupError, warn_throttled};
 
 /// The listener's token. A connection's token is its descriptor, which is never this.
 const LISTENER: u64 = u64::MAX;
+/// The token of an [`Extension`]'s own descriptor (lesson 14: the pool's eventfd).
+pub const EXTENSION: u64 = u64::MAX - 1;
 /// How many events one epoll_wait may return; more simply wait for the next turn.
 const EVENTS: usize = 1024;
 
@@ -45,6 +48,26 @@ impl Arrivals for &OwnedFd {
     }
 }
 
+/// What a later lesson hangs on this loop besides the connections: lesson 14's pool of workers,
+/// whose finished work comes back through a descriptor the extension registers in the epoll
+/// instance under [`EXTENSION`]. Lessons 10 and 11 hang nothing on it: `()`.
+pub trait Extension {
+    /// The extension's descriptor is ready: it changes connections (`Conns::work_done`, lesson
+    /// 7) and hands each back with its handler's answer in `changed`, for the loop to act on.
+    fn on_event(&mut self, conns: &mut Conns, now: Instant, changed: &mut Vec<(RawFd, Want)>);
+    /// The handler just ran for `conn` (descriptor `fd`), which stays open.
+    fn after(&mut self, fd: RawFd, conn: &ConnState);
+    /// `fd` is a new connection (its number may have served a closed one before).
+    fn accepted(&mut self, fd: RawFd);
+}
+
+/// Lessons 10 and 11: nothing hung on the loop.
+impl Extension for () {
+    fn on_event(&mut self, _: &mut Conns, _: Instant, _: &mut Vec<(RawFd, Want)>) {}
+    fn after(&mut self, _: RawFd, _: &ConnState) {}
+    fn accepted(&mut self, _: RawFd) {}
+}
+
 /// A new epoll instance, watching `listener` (lesson 11 makes one per loop).
 pub fn new_epoll(listener: &impl AsFd) -> Result<Epoll, SetupError> {
     watching(listener, EpollFlags::empty())
@@ -74,8 +97,20 @@ fn watching(listener: &impl AsFd, extra: EpollFlags) -> Result<Epoll, SetupError
 /// could differ comes in as an argument, so lesson 11 runs N of these loops side by side, each
 /// with its own listener (or what stands in for it, see [`Arrivals`]), epoll instance and
 /// worker slot (`Conns::for_worker`). It never returns: the process's exit ends it.
-pub fn event_loop(mut listener: impl Arrivals, epoll: &Epoll, mut conns: Conns) -> ! {
+pub fn event_loop(listener: impl Arrivals, epoll: &Epoll, conns: Conns) -> ! {
+    event_loop_with(listener, epoll, conns, ())
+}
+
+/// The same loop with `ext` hung on it (lesson 14): its descriptor's events go to it, and it
+/// sees every connection after the handler ran.
+pub fn event_loop_with(
+    mut listener: impl Arrivals,
+    epoll: &Epoll,
+    mut conns: Conns,
+    mut ext: impl Extension,
+) -> ! {
     let mut events = vec![EpollEvent::empty(); EVENTS];
+    let mut changed = Vec::new(); // what `ext` hands back
     // What this loop remembers per connection beside lesson 7's ConnState (see `Mark`).
     let mut marks: Vec<Mark> = Vec::new();
     // Connections whose fairness budget ran out with input unread: no edge will announce that
@@ -113,16 +148,24 @@ pub fn event_loop(mut listener: impl Arrivals, epoll: &Epoll, mut conns: Conns) 
                 listener_ready = true;
                 continue;
             }
+            if ev.data() == EXTENSION {
+                ext.on_event(&mut conns, now, &mut changed);
+                for (fd, want) in changed.drain(..) {
+                    let (marks, list) = (&mut marks, &mut ready_list);
+                    handle_conn(epoll, &mut conns, marks, list, &mut ext, fd, want);
+                }
+                continue;
+            }
             let fd = ev.data() as RawFd; // the token we registered: the descriptor
-            let ready = ready_from(ev.events());
+            let want = conns.on_ready(fd, ready_from(ev.events()), now); // lesson 7's handler
             handle_conn(
                 epoll,
                 &mut conns,
                 &mut marks,
                 &mut ready_list,
+                &mut ext,
                 fd,
-                ready,
-                now,
+                want,
             );
         }
         // Last turn's leftovers, after this turn's news: nobody waits more than one turn.
@@ -131,15 +174,15 @@ pub fn event_loop(mut listener: impl Arrivals, epoll: &Epoll, mut conns: Conns) 
             let mark = mark_of(&mut marks, fd);
             if mark.queued && conns.get(fd).is_some() {
                 mark.queued = false;
-                let ready = Ready::READ;
+                let want = conns.on_ready(fd, Ready::READ, now);
                 handle_conn(
                     epoll,
                     &mut conns,
                     &mut marks,
                     &mut ready_list,
+                    &mut ext,
                     fd,
-                    ready,
-                    now,
+                    want,
                 );
             }
         }
@@ -155,6 +198,7 @@ pub fn event_loop(mut listener: impl Arrivals, epoll: &Epoll, mut conns: Conns) 
                     Ok(()) => {
                         *mark_of(&mut marks, fd) = Mark::default(); // a new connection's: fresh
                         conns.insert(conn, now); // conn: owned by `conns` now
+                        ext.accepted(fd);
                     }
                     // Unwatchable (ENOMEM, or max_user_watches reached): refuse this client.
                     // `conn` is dropped here: closed.
@@ -215,18 +259,17 @@ fn mark_of(marks: &mut Vec<Mark>, fd: RawFd) -> &mut Mark {
     &mut marks[i]
 }
 
-/// Runs the connection's handler (lesson 7: write what is owed, read within the budget), then
+/// After the connection's handler ran (lesson 7: write what is owed, read within the budget):
 /// turns its answer into epoll interest and the ready list.
 fn handle_conn(
     epoll: &Epoll,
     conns: &mut Conns,
     marks: &mut Vec<Mark>,
     ready_list: &mut Vec<RawFd>,
+    ext: &mut impl Extension,
     fd: RawFd,
-    ready: Ready,
-    now: Instant,
+    want: Want,
 ) {
-    let want = conns.on_ready(fd, ready, now);
     if want == Want::Close {
         // Dropped: close(2). No EPOLL_CTL_DEL needed: closing the last descriptor of a socket
         // removes it from the interest list (we never dup(2) one).
@@ -254,4 +297,5 @@ fn handle_conn(
         mark.queued = true;
         ready_list.push(fd);
     }
+    ext.after(fd, conn);
 }

@@ -42,7 +42,8 @@
 //!
 //! ## Where it breaks
 //! One thread is one core: `--work 100` saturates it, and one `--delay-ms` request stalls every
-//! client. Lesson 11 (`multi_epoll_server`) runs one such loop per core.
+//! client. Lesson 11 (`multi_epoll_server`) runs one such loop per core; lesson 14
+//! (`epoll_pool_server`) keeps one loop and hands the costly work to a pool of threads.
 //!
 //! ## Try it
 //! ```text

@@ -26,11 +26,11 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, Shutdown, recv, send, shutdown};
 use server_common::net::LINGER;
-use server_common::proto::{Flow, Session};
+use server_common::proto::{Flow, Session, Work};
 use server_common::stats::LiveConn;
 use server_common::warn_throttled;
 
-pub use crate::Want;
+pub use crate::{Ready, Want};
 
 /// One recv(2) reads at most this much, into the scratch buffer all connections share.
 pub const SCRATCH: usize = 64 * 1024;
@@ -39,30 +39,6 @@ pub const SCRATCH: usize = 64 * 1024;
 pub const OUT_LIMIT: usize = 64 * 1024;
 /// The fairness budget: reads per connection per turn of the loop.
 pub const READS_PER_TURN: usize = 4;
-
-/// What the readiness call said about one socket. `hup`: the peer closed its side, or the
-/// socket erred (EPOLLRDHUP, EPOLLHUP, POLLHUP, POLLERR): read on to the end (`ConnState::read`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Ready {
-    pub read: bool,
-    pub write: bool,
-    pub hup: bool,
-}
-
-impl Ready {
-    /// "Try everything": the busy loop's readiness, which is no readiness at all.
-    pub const ALL: Ready = Ready {
-        read: true,
-        write: true,
-        hup: false,
-    };
-    /// Revisiting a connection whose input was left unread by the fairness budget.
-    pub const READ: Ready = Ready {
-        read: true,
-        write: false,
-        hup: false,
-    };
-}
 
 // ─── one connection ─────────────────────────────────────────────────────────────────────────
 
@@ -156,7 +132,28 @@ impl ConnState {
     /// Whether the loop must come back to this connection by itself, with no readiness event:
     /// input may be waiting, and it may read.
     pub fn needs_revisit(&self) -> bool {
-        self.want().read() && self.input_pending()
+        self.want().read() && self.input_pending() && !self.session.waiting()
+    }
+
+    /// Lesson 14 (`Config::defer`): the work of the request the session stopped at, for the
+    /// loop's pool. While it is out, nothing more is read from this connection.
+    pub fn pending_work(&self) -> Option<Work> {
+        self.session.pending_work()
+    }
+
+    /// Lesson 14: the pool has run [`ConnState::pending_work`]. The request's answer is queued
+    /// and the connection carries on as after a readiness event: it sends, and reads again
+    /// (first the input that waited in the session behind the request).
+    pub(crate) fn work_done(&mut self, now: Instant, scratch: &mut Scratch, name: &str) -> Want {
+        if self.phase == Phase::Open {
+            let flow = self.session.work_done(&mut scratch.1);
+            self.queue(&mut scratch.1, now, name);
+            if let Flow::Close { linger } = flow {
+                self.phase = Phase::Flushing { linger };
+            }
+        }
+        self.input_pending |= self.session.backlog();
+        self.on_ready(Ready::new(false, true), now, scratch, name) // send; read if input waits
     }
 
     /// Bytes owed to the client and not yet taken by the kernel.
@@ -164,7 +161,7 @@ impl ConnState {
         self.out.len() - self.sent
     }
 
-    /// Bytes this connection holds on the heap: its output buffer and any partial request.
+    /// Bytes on the heap: the output buffer and any partial request.
     pub fn heap_bytes(&self) -> usize {
         self.out.capacity() + self.session.buffered()
     }
@@ -176,6 +173,8 @@ impl ConnState {
         match self.phase {
             Phase::Lingering { until } => Some(until),
             Phase::Closed => Some(self.last_active),
+            // Work out with lesson 14's pool: the client waits for us, so no idle timeout.
+            Phase::Open if self.session.waiting() => None,
             Phase::Open => match (idle, self.head_deadline()) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -226,7 +225,8 @@ impl ConnState {
 
     fn may_read(&self) -> bool {
         match self.phase {
-            Phase::Open => self.owed() < OUT_LIMIT,
+            // Nor while a request's work is out with lesson 14's pool: answers stay in order.
+            Phase::Open => self.owed() < OUT_LIMIT && !self.session.waiting(),
             Phase::Lingering { .. } => true,
             Phase::Flushing { .. } | Phase::Closed => false,
         }
@@ -256,8 +256,8 @@ impl ConnState {
                 // A head's clock starts at its first byte, and stops when it is whole.
                 let started = self.head_since.unwrap_or(now);
                 self.head_since = self.session.head_pending().then_some(started);
-                if self.session.backlog() {
-                    return; // held back by the session's budget: the rest next turn
+                if self.session.backlog() || self.session.waiting() {
+                    return; // held back by the session's budget (the rest next turn), or work out
                 }
                 if let (Flow::Close { linger }, Phase::Open) = (flow, self.phase) {
                     // The rest of this read is discarded; the session knew about it when it

@@ -15,12 +15,12 @@ use nix::poll::PollTimeout;
 use nix::sys::socket::{SockFlag, accept4, setsockopt, sockopt};
 use server_common::cli::CommonArgs;
 use server_common::net::RETRY_ACCEPT;
-use server_common::proto::{Config, Session};
+use server_common::proto::{Config, Defer, Session};
 use server_common::stats::{MAX_WORKERS, Stats};
 use server_common::warn_throttled;
 
+pub use conn::ConnState;
 use conn::Scratch;
-pub use conn::{ConnState, Ready};
 
 /// How long accepting pauses after the process ran out of descriptors (see [`Conns::accept`]).
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -49,6 +49,32 @@ impl Want {
     }
     pub fn write(self) -> bool {
         matches!(self, Want::ReadWrite | Want::Write)
+    }
+}
+
+// ─── the loop's news: what readiness said ───────────────────────────────────────────────────
+
+/// What the readiness call said about one socket. `hup`: the peer closed its side, or the
+/// socket erred (EPOLLRDHUP, EPOLLHUP, POLLHUP, POLLERR): read on to the end (`ConnState::read`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ready {
+    pub read: bool,
+    pub write: bool,
+    pub hup: bool,
+}
+
+impl Ready {
+    /// "Try everything": the busy loop's readiness, which is no readiness at all.
+    pub const ALL: Ready = Ready::new(true, true);
+    /// Revisiting a connection whose input was left unread by the fairness budget.
+    pub const READ: Ready = Ready::new(true, false);
+
+    pub(crate) const fn new(read: bool, write: bool) -> Ready {
+        Ready {
+            read,
+            write,
+            hup: false,
+        }
     }
 }
 
@@ -96,6 +122,16 @@ impl Conns {
     pub fn for_worker(self, i: usize) -> Conns {
         assert!(i < MAX_WORKERS, "worker {i} has no slot in Stats");
         Conns { worker: i, ..self }
+    }
+
+    /// The same table, its sessions handing the work of requests to the caller as `defer`
+    /// says, instead of running it (lesson 14's pool; [`Config::defer`]).
+    pub fn deferring(self, defer: Defer) -> Conns {
+        let config = Config {
+            defer,
+            ..self.config
+        };
+        Conns { config, ..self }
     }
 
     /// The server's name, for its diagnostics.
@@ -216,6 +252,20 @@ impl Conns {
         // A lingering close, and a head that started arriving, must end on time, however long
         // the idle timeout.
         let deadline = conn.deadline(None);
+        self.note_deadline(deadline);
+        want
+    }
+
+    /// Lesson 14: the pool ran this connection's [`ConnState::pending_work`]; its answer goes
+    /// out and the connection carries on. An unknown `fd` answers `Close`.
+    pub fn work_done(&mut self, fd: RawFd, now: Instant) -> Want {
+        let Some(Some(conn)) = usize::try_from(fd).ok().and_then(|i| self.slots.get_mut(i)) else {
+            return Want::Close;
+        };
+        let want = conn.work_done(now, &mut self.scratch, self.name);
+        // Its idle clock runs again (a connection waiting for the pool has none: the sweep
+        // forgot it), so note the idle deadline too.
+        let deadline = conn.deadline(self.idle);
         self.note_deadline(deadline);
         want
     }

@@ -59,7 +59,7 @@ impl CommonArgs {
             work_units: self.work,
             delay: Duration::from_millis(self.delay_ms),
             head_timeout: self.head_timeout(),
-            defer: false, // a model that runs work elsewhere sets it (lesson 14)
+            defer: proto::Defer::Never, // a model that runs work elsewhere sets it (lesson 14)
         }
     }
 

@@ -443,7 +443,7 @@ impl Http {
                 },
             }
             if let Some(answer) = self.after_body.take() {
-                if config.defer && Work::of(answer.work, config).costs() {
+                if config.defers(Work::of(answer.work, config)) {
                     self.after_body = Some(answer); // the caller runs its work: stop here
                     self.deferred = true;
                     return (Flow::Continue, pos);
@@ -500,7 +500,7 @@ impl Http {
                 Framing::Chunked => Body::Chunked(Chunk::START),
             };
             if self.body == Body::None {
-                if config.defer && Work::of(head.answer.work, config).costs() {
+                if config.defers(Work::of(head.answer.work, config)) {
                     self.after_body = Some(head.answer); // the caller runs its work: stop here
                     self.deferred = true;
                     return (Flow::Continue, pos);
@@ -724,7 +724,7 @@ fn parse_length(value: &[u8]) -> Option<u64> {
 mod tests {
     use super::*;
     use crate::cli::Proto;
-    use crate::proto::Session;
+    use crate::proto::{Defer, Session};
     use std::sync::atomic::Ordering::Relaxed;
 
     /// Feeds `input` in one piece; returns the output and the verdict.
@@ -1050,7 +1050,7 @@ mod tests {
     #[test]
     fn deferred_work_is_handed_out_one_request_at_a_time_in_order() {
         let mut config = Config::new(Proto::Http);
-        config.defer = true;
+        config.defer = Defer::Costly;
         let counters = Counters::detached();
         let mut s = Session::new(config, counters);
         let mut out = Vec::new();
@@ -1089,7 +1089,7 @@ mod tests {
     #[test]
     fn with_defer_and_server_work_every_request_is_handed_out() {
         let mut config = Config::new(Proto::Http);
-        (config.defer, config.work_units) = (true, 3);
+        (config.defer, config.work_units) = (Defer::Costly, 3);
         let mut s = Session::new(config, Counters::detached());
         let mut out = Vec::new();
         let two = b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\nConnection: close\r\n\r\n";
@@ -1108,6 +1108,21 @@ mod tests {
             s.feed(b"GET /work/0 HTTP/1.1\r\n\r\n", &mut out),
             Flow::Continue
         );
+        assert_eq!(out, OK_KEEP_ALIVE);
+        assert!(!s.waiting());
+    }
+
+    /// `Defer::Every` (lesson 14's `--all-to-pool`) hands out even a request that costs nothing.
+    #[test]
+    fn defer_every_hands_out_free_requests_too() {
+        let mut config = Config::new(Proto::Http);
+        config.defer = Defer::Every;
+        let mut s = Session::new(config, Counters::detached());
+        let mut out = Vec::new();
+        assert_eq!(s.feed(b"GET / HTTP/1.1\r\n\r\n", &mut out), Flow::Continue);
+        assert!(out.is_empty(), "nothing answered before the pool ran it");
+        assert_eq!(s.pending_work().map(|w| w.costs()), Some(false));
+        assert_eq!(s.work_done(&mut out), Flow::Continue);
         assert_eq!(out, OK_KEEP_ALIVE);
         assert!(!s.waiting());
     }

@@ -38,10 +38,21 @@ pub struct Config {
     /// `--head-timeout`: how long a request head may take from its first byte (`None`: no
     /// limit). The session keeps no clock: the server measures it ([`Session::head_pending`]).
     pub head_timeout: Option<Duration>,
-    /// Hand each costly request's work to the caller instead of running it inside `feed`: the
-    /// session stops at that request ([`Session::pending_work`]) until the caller has run it
+    /// Which requests' work to hand to the caller instead of running it inside `feed`: the
+    /// session stops at such a request ([`Session::pending_work`]) until the caller has run it
     /// ([`Session::work_done`]) — a reactor that passes work to a pool of threads (lesson 14).
-    pub defer: bool,
+    pub defer: Defer,
+}
+
+/// Which requests' work a session hands to its caller ([`Config::defer`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Defer {
+    /// None: `feed` runs every request's work itself (every model but lesson 14).
+    Never,
+    /// Those whose work costs anything; the rest are answered at once (libuv's rule).
+    Costly,
+    /// Every request, even one that costs nothing (lesson 14's `--all-to-pool`).
+    Every,
 }
 
 impl Config {
@@ -51,7 +62,16 @@ impl Config {
             work_units: 0,
             delay: Duration::ZERO,
             head_timeout: None,
-            defer: false,
+            defer: Defer::Never,
+        }
+    }
+
+    /// Whether a request costing `work` is handed to the caller ([`Config::defer`]).
+    pub(crate) fn defers(&self, work: Work) -> bool {
+        match self.defer {
+            Defer::Never => false,
+            Defer::Costly => work.costs(),
+            Defer::Every => true,
         }
     }
 
@@ -138,7 +158,7 @@ impl Session {
             State::Echo { held } => {
                 // The echo "request" is one read: its simulated cost, then every byte goes back.
                 let work = self.config.work();
-                if self.config.defer && work.costs() && !input.is_empty() {
+                if self.config.defers(work) && !input.is_empty() {
                     *held = Some(input.to_vec());
                     return Flow::Continue;
                 }
@@ -290,7 +310,7 @@ mod tests {
     #[test]
     fn deferred_echo_holds_the_read_until_its_work_is_done() {
         let mut cfg = Config::new(Proto::Echo);
-        (cfg.defer, cfg.work_units) = (true, 1);
+        (cfg.defer, cfg.work_units) = (Defer::Costly, 1);
         let counters = Counters::detached();
         let mut s = Session::new(cfg, counters);
         let mut out = Vec::new();

@@ -5,7 +5,7 @@
 
 use proptest::prelude::*;
 use server_common::cli::Proto;
-use server_common::proto::{Config, Flow, Session};
+use server_common::proto::{Config, Defer, Flow, Session};
 use server_common::stats::Counters;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -148,19 +148,20 @@ proptest! {
         prop_assert_eq!(&whole, &chunked);
     }
 
-    /// A reactor that hands costly requests to a pool (`defer`) answers exactly what a
-    /// server that runs them inline answers, however the bytes were split.
+    /// A reactor that hands costly requests (or every request) to a pool (`defer`) answers
+    /// exactly what a server that runs them inline answers, however the bytes were split.
     #[test]
     fn deferred_work_changes_no_answer(
         (stream, cuts) in prop::collection::vec(req(), 1..8)
             .prop_map(|reqs| reqs.iter().flat_map(encode).collect::<Vec<u8>>())
             .prop_flat_map(|s| { let n = s.len(); (Just(s), cuts(n)) }),
         server_work in prop::sample::select(vec![0u32, 1]),
+        defer in prop::sample::select(vec![Defer::Costly, Defer::Every]),
     ) {
         let mut config = Config::new(Proto::Http);
         config.work_units = server_work;
         let inline = run_with(config, &stream, &[]);
-        config.defer = true;
+        config.defer = defer;
         prop_assert_eq!(&inline, &run_with(config, &stream, &cuts));
     }
 
