@@ -98,8 +98,9 @@ pub fn run(plan: &Plan, rungs: &[&Rung], bins: &Path, command: String) -> Result
             anchor: false,
         })
         .collect();
-    // Variant rows the scenarios name ("crate --flag", see `scenarios::variant`): the rung's
-    // binary with more flags. Scenarios only: the sweeps and the cost table measure the rungs.
+    // Variant rows a scenario names ("crate --flag", see `scenarios::variant`): the rung's
+    // binary with more flags, run in every scenario that names it or names nobody (so its
+    // rung's README compares the two everywhere). The sweeps and the cost table: rungs only.
     let variants: Vec<sweeps::Who> = plan
         .scenarios
         .iter()

@@ -80,8 +80,9 @@ impl Scenario {
 }
 
 /// A row's name is a crate, or a crate and flags (`epoll_pool_server --all-to-pool`): a
-/// variant of that rung, which a scenario names in its `only` list and runs beside the rung
-/// with those flags added. Returns the crate and the flags ("" for the rung itself).
+/// variant of that rung, which a scenario names in its `only` list; it then runs beside the
+/// rung, with those flags added, there and in every scenario open to all. Returns the crate and
+/// the flags ("" for the rung itself).
 pub fn variant(name: &str) -> (&str, &str) {
     name.split_once(' ').unwrap_or((name, ""))
 }
