@@ -1,9 +1,14 @@
-//! The clients: `echo_client --json` (every scenario) and `wrk` (beside it on HTTP scenarios).
+//! The clients: `echo_client --json` (every scenario), `wrk` (beside it on HTTP scenarios), and
+//! the stalled-loop scenario's staller ([`Staller`]), which keeps one event loop busy.
 
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -292,6 +297,134 @@ pub fn parse_wrk(out: &str) -> ClientOutcome {
     c
 }
 
+/// The staller of the stalled-loop scenario: one keep-alive HTTP connection that sends
+/// `GET /work/N` (docs/contract.md §5), waits for the answer, and sends the next at once, until
+/// stopped — so the loop that took the connection spends the run inside those requests, and
+/// comes back to `epoll_wait` only between two of them. One request at a time, never
+/// pipelined: a loop answers up to 16 pipelined requests per call (§5), which would hold it
+/// much longer than one request between two looks at its other connections.
+///
+/// A thread of the harness rather than an echo_client: echo_client's `--mix` makes at most
+/// every other request expensive, and the harness must know the staller holds its loop before
+/// the measured load starts.
+pub struct Staller {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<StallerReport>,
+}
+
+/// What the staller saw: how long each of its requests took (wall clock, ms), and the error
+/// that ended it early, if one did.
+#[derive(Debug, Default)]
+pub struct StallerReport {
+    pub request_ms: Vec<f64>,
+    pub error: Option<String>,
+}
+
+impl StallerReport {
+    /// The median request, ms: the length of one stall as it happened (CPU work plus any wait
+    /// for a core).
+    pub fn median_ms(&self) -> Option<f64> {
+        crate::spread::Spread::of(self.request_ms.iter().copied()).map(|s| s.median)
+    }
+}
+
+impl Staller {
+    /// Connects to `addr`, has one `GET path` answered — the connection is then on a loop for
+    /// good — and sends the second before it returns: when it returns, that loop is busy.
+    /// Each read waits at most `timeout`.
+    pub fn start(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Staller, String> {
+        let fail = |what: &str, e: std::io::Error| format!("staller: {what}: {e}");
+        let mut conn =
+            TcpStream::connect_timeout(&addr, timeout).map_err(|e| fail("connect", e))?;
+        conn.set_nodelay(true).map_err(|e| fail("TCP_NODELAY", e))?;
+        conn.set_read_timeout(Some(timeout))
+            .map_err(|e| fail("SO_RCVTIMEO", e))?;
+        conn.set_write_timeout(Some(timeout))
+            .map_err(|e| fail("SO_SNDTIMEO", e))?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n").into_bytes();
+        let mut buf = Vec::new();
+        conn.write_all(&request)
+            .and_then(|()| read_response(&mut conn, &mut buf))
+            .map_err(|e| fail("first request", e))?;
+        let mut sent = Instant::now();
+        conn.write_all(&request)
+            .map_err(|e| fail("second request", e))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut report = StallerReport::default();
+            loop {
+                if let Err(e) = read_response(&mut conn, &mut buf) {
+                    report.error = Some(format!("staller: {e}"));
+                    return report;
+                }
+                report
+                    .request_ms
+                    .push(sent.elapsed().as_secs_f64() * 1000.0);
+                if stopped.load(Ordering::Relaxed) {
+                    return report; // the connection closes as it drops
+                }
+                sent = Instant::now();
+                if let Err(e) = conn.write_all(&request) {
+                    report.error = Some(format!("staller: {e}"));
+                    return report;
+                }
+            }
+        });
+        Ok(Staller { stop, thread })
+    }
+
+    /// Stops after the request in flight is answered (one stall at most, or the read timeout).
+    pub fn stop(self) -> StallerReport {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap_or_else(|_| StallerReport {
+            error: Some("staller: its thread panicked".into()),
+            ..StallerReport::default()
+        })
+    }
+}
+
+/// Reads one whole `200 OK` response with a `Content-Length` body (the contract's, §5) from
+/// `conn`; `buf` carries bytes read past it (none: one request at a time) to the next call.
+fn read_response(conn: &mut impl Read, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    use std::io::{Error, ErrorKind};
+    let mut chunk = [0u8; 1024];
+    loop {
+        if let Some(len) = response_len(buf)? {
+            buf.drain(..len);
+            return Ok(());
+        }
+        match conn.read(&mut chunk)? {
+            0 => return Err(Error::new(ErrorKind::UnexpectedEof, "the server closed")),
+            n => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// The length of the response at the start of `buf` once it is all there; an error if it is
+/// not a `200` or has no `Content-Length`.
+fn response_len(buf: &[u8]) -> std::io::Result<Option<usize>> {
+    use std::io::{Error, ErrorKind};
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return Ok(None);
+    };
+    let head = String::from_utf8_lossy(&buf[..end]);
+    let bad = |what: &str| Error::new(ErrorKind::InvalidData, format!("{what}: {head:?}"));
+    if !head.starts_with("HTTP/1.1 200 ") {
+        return Err(bad("not a 200 response"));
+    }
+    let body: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .ok_or_else(|| bad("no Content-Length"))?;
+    let len = end + 4 + body;
+    Ok((buf.len() >= len).then_some(len))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,5 +507,43 @@ Requests/sec:   6729.85\nTransfer/sec:    519.20KB\n";
         assert_eq!(c.max_us, Some(5820.0));
         assert_eq!(c.completed, Some(34324));
         assert_eq!(c.errors, 11);
+    }
+
+    #[test]
+    fn the_staller_reads_whole_responses_however_they_are_split() {
+        let one = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 14\r\n\r\nHello, world!\n";
+        assert_eq!(response_len(one.as_bytes()).expect("ok"), Some(one.len()));
+        assert_eq!(
+            response_len(&one.as_bytes()[..one.len() - 1]).expect("ok"),
+            None
+        );
+        assert_eq!(response_len(b"HTTP/1.1 200 OK\r\n").expect("ok"), None);
+        assert!(response_len(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n").is_err());
+        assert!(response_len(b"HTTP/1.1 200 OK\r\n\r\n").is_err());
+        // Two responses, fed a byte at a time: each read returns exactly one.
+        struct Dribble(Vec<u8>, usize);
+        impl Read for Dribble {
+            fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+                let Some(&x) = self.0.get(self.1) else {
+                    return Ok(0);
+                };
+                b[0] = x;
+                self.1 += 1;
+                Ok(1)
+            }
+        }
+        let mut conn = Dribble(format!("{one}{one}").into_bytes(), 0);
+        let mut buf = Vec::new();
+        read_response(&mut conn, &mut buf).expect("first");
+        assert_eq!(conn.1, one.len());
+        read_response(&mut conn, &mut buf).expect("second");
+        assert!(buf.is_empty());
+        let eof = read_response(&mut conn, &mut buf).expect_err("nothing more");
+        assert_eq!(eof.kind(), std::io::ErrorKind::UnexpectedEof);
+        let r = StallerReport {
+            request_ms: vec![150.0, 149.0, 400.0],
+            error: None,
+        };
+        assert_eq!(r.median_ms(), Some(150.0));
     }
 }

@@ -38,6 +38,9 @@ pub struct Plan {
 impl Plan {
     pub fn new(mode: Mode, wanted: &[String], anchors: bool, write: bool) -> Result<Plan, String> {
         let want = |id: &str| wanted.is_empty() || wanted.iter().any(|w| w == id);
+        // A scenario the mode runs on request only must be named.
+        let want_scenario =
+            |s: &scenarios::Scenario| want(s.id) && !(s.on_request && wanted.is_empty());
         for w in wanted {
             let known = sweeps::IDS.contains(&w.as_str())
                 || w == "cost"
@@ -62,7 +65,7 @@ impl Plan {
                 .collect(),
             scenarios: scenarios::ladder(mode)
                 .into_iter()
-                .filter(|s| want(s.id))
+                .filter(want_scenario)
                 .collect(),
             cost: want("cost"),
             anchors: anchors && mode != Mode::Smoke && anchors::nginx_binary().is_some(),
@@ -148,10 +151,13 @@ pub fn run(plan: &Plan, rungs: &[&Rung], bins: &Path, command: String) -> Result
         .scenarios
         .iter()
         .map(|s| {
-            who.iter()
-                .chain(&variants)
-                .filter(|w| (!w.anchor || s.anchors) && s.runs(&w.name))
-                .count()
+            let modes = s.stall.as_ref().map_or(1, |st| st.distribute.len());
+            modes
+                * who
+                    .iter()
+                    .chain(&variants)
+                    .filter(|w| (!w.anchor || s.anchors) && s.runs(&w.name))
+                    .count()
         })
         .sum();
     let steps =
@@ -205,6 +211,21 @@ pub fn run(plan: &Plan, rungs: &[&Rung], bins: &Path, command: String) -> Result
     // The mixed workload's expensive request: about a millisecond at the unit just measured.
     let scenarios = scenarios::with_work_unit(&plan.scenarios, stamp.work_unit_us);
     for sc in &scenarios {
+        if let Some(stall) = &sc.stall {
+            // A row per `--distribute` mode, the modes in turn within each round, so a change
+            // on the shared machine touches every mode alike.
+            for w in who.iter().filter(|w| !w.anchor && sc.runs(&w.name)) {
+                let mut each: Vec<Vec<Row>> = vec![Vec::new(); stall.distribute.len()];
+                for _ in 0..rounds {
+                    for (i, d) in stall.distribute.iter().enumerate() {
+                        tick(&format!("{} · {} · {d}", w.name, sc.id));
+                        each[i].push(run::stalled(&w.subject, sc, d, &echo_client));
+                    }
+                }
+                rows.extend(each.into_iter().filter_map(Row::median_of));
+            }
+            continue;
+        }
         // A rung the scenario names but the build lacks is simply not among `who`.
         for w in who
             .iter()
@@ -250,6 +271,9 @@ pub fn run(plan: &Plan, rungs: &[&Rung], bins: &Path, command: String) -> Result
     }
     for r in &mut rows {
         r.measured = stamp.line();
+        if let Some(st) = r.stall.as_mut() {
+            st.unit_us = stamp.work_unit_us; // the unit its staller's /work/N was sized with
+        }
     }
     for c in &mut costs {
         c.measured = stamp.line();
@@ -425,10 +449,40 @@ pub fn report(res: &Results, out: &Path, readmes: bool) -> Result<(), String> {
         .map(|s| (s.id.to_string(), s.title))
         .collect();
     if !titles.is_empty() {
-        index += "\n## Single-point scenarios\n\nWhat no sweep covers: connection churn, the echo protocol, 10,000 connections at once, head-of-line blocking.\n\n";
+        let stalled = if res.rows.iter().any(|r| r.stall.is_some()) {
+            ", a stalled event loop"
+        } else {
+            ""
+        };
+        index += &format!(
+            "\n## Single-point scenarios\n\nWhat no sweep covers: connection churn, the echo protocol, 10,000 connections at once, head-of-line blocking{stalled}.\n\n"
+        );
     }
     for (id, title) in &titles {
         let these = rows_of(&res.rows, id);
+        if these.iter().any(|r| r.stall.is_some()) || scenarios::has_stall(id) {
+            let md = stalled_page(title, &these, &stamp_line, &note, res.stamp.work_unit_us);
+            println!("\n{md}");
+            std::fs::write(out.join(format!("{id}.md")), md).map_err(|e| e.to_string())?;
+            let bars: Vec<(String, Option<f64>, bool)> = these
+                .iter()
+                .map(|r| {
+                    let p99 = r.stall.as_ref().and_then(|s| s.p99_us);
+                    let mode = r.variant().unwrap_or_default();
+                    (
+                        format!("--distribute {mode}"),
+                        p99.map(|s| s.median / 1000.0),
+                        false,
+                    )
+                })
+                .collect();
+            let chart_title = "p99 latency of new connections, one loop stalled";
+            if let Err(e) = charts::bars(&out.join(format!("{id}.svg")), chart_title, "ms", &bars) {
+                eprintln!("bench: chart {id}: {e}");
+            }
+            index += &format!("- [{title}]({id}.md) — ![chart]({id}.svg)\n");
+            continue;
+        }
         // Its own page even when no round got as far as the mix (all crashed, say).
         if these.iter().any(|r| r.mix.is_some()) || scenarios::has_mix(id) {
             let md = mixed_page(
@@ -548,6 +602,24 @@ fn mixed_page(
     )
 }
 
+/// The page of the stalled-loop scenario (docs/results/stalled.md): the stamps, the setup, a
+/// row per `--distribute` mode, the p99s compared, and the chart of the p99s.
+fn stalled_page(
+    title: &str,
+    rows: &[&Row],
+    stamp_line: &str,
+    note: &str,
+    work_unit_us: Option<f64>,
+) -> String {
+    format!(
+        "# {title}\n\n{}\n\n{note}\n\n{}\n\n{}\n{}\n\n![p99 per mode](stalled.svg)\n",
+        results::stamps(rows.iter().map(|r| r.measured.as_str()), stamp_line),
+        results::stalled_about(rows, work_unit_us),
+        results::stalled_table(rows),
+        results::stalled_verdict(rows),
+    )
+}
+
 fn cost_about(mode: Mode) -> String {
     format!(
         "Fixed workload: HTTP keep-alive, {} connections × {} requests (`echo_client -c {0} -n {1}`); \
@@ -644,10 +716,14 @@ fn write_readme_blocks(
             .iter()
             .filter(|r| scenarios::variant(&r.rung).0 == krate)
             .collect();
-        if !mine.is_empty() {
+        if mine.iter().any(|r| r.stall.is_none()) {
             body += "**Single-point scenarios**\n\n| scenario | throughput | p50 | p99 | max | errors / notes | server CPU | peak memory (PSS) | threads |\n|---|--:|--:|--:|--:|---|--:|--:|--:|\n";
             for (id, title) in titles {
-                for r in mine.iter().filter(|r| &r.scenario == id) {
+                // The stalled loop has a row per mode: a table of its own, below.
+                for r in mine
+                    .iter()
+                    .filter(|r| &r.scenario == id && r.stall.is_none())
+                {
                     let title = match scenarios::variant(&r.rung).1 {
                         "" => title.clone(),
                         flags => format!("{title}, with `{flags}`"),
@@ -664,6 +740,20 @@ fn write_readme_blocks(
                 }
             }
             body += "\n";
+        }
+        for (id, title) in titles {
+            let stalled: Vec<&Row> = mine
+                .iter()
+                .copied()
+                .filter(|r| &r.scenario == id && r.stall.is_some())
+                .collect();
+            if !stalled.is_empty() {
+                body += &format!(
+                    "**{title}** ([setup and method](../docs/results/{id}.md))\n\n{}\n{}\n\n",
+                    results::stalled_table(&stalled),
+                    results::stalled_verdict(&stalled)
+                );
+            }
         }
         if let Some(i) = costs.iter().position(|c| c.rung == krate) {
             let neighbours: Vec<&Cost> = costs[i.saturating_sub(1)..(i + 2).min(costs.len())]
@@ -730,7 +820,13 @@ fn write_doc_blocks(res: &Results, costs: &[Cost]) {
                 .iter()
                 .filter(|c| c.sweep == "held")
                 .map(|c| c.measured.as_str())
-                .chain(res.rows.iter().map(|r| r.measured.as_str())),
+                .chain(
+                    // The rows of the two columns below, not every scenario's.
+                    res.rows
+                        .iter()
+                        .filter(|r| r.scenario == "echo-10k" || r.scenario == "echo-10k-cpu")
+                        .map(|r| r.measured.as_str())
+                ),
             &stamp_line
         ),
         held_max.map_or("–".into(), results::thousands)
@@ -832,6 +928,16 @@ fn merge(stored: &Path, fresh: Results) -> Results {
         );
         return fresh;
     }
+    // The `--work` unit the pages state (the work sweep's, the mixed workload's) is the one
+    // their numbers were measured with: a partial run that measured neither keeps the stored
+    // one. (The stalled loop's rows carry their own.)
+    let states_unit =
+        fresh.cells.iter().any(|c| c.sweep == "work") || fresh.rows.iter().any(|r| r.mix.is_some());
+    let work_unit_us = if states_unit {
+        fresh.stamp.work_unit_us
+    } else {
+        old.stamp.work_unit_us.or(fresh.stamp.work_unit_us)
+    };
     // A variant row ranks right after its rung.
     let rank = |rung: &str| {
         let (krate, flags) = scenarios::variant(rung);
@@ -856,25 +962,30 @@ fn merge(stored: &Path, fresh: Results) -> Results {
                 .total_cmp(&b.fraction.unwrap_or(b.x)),
         )
     });
-    let mut rows: Vec<Row> = old
-        .rows
-        .into_iter()
-        .filter(|o| {
-            !fresh
-                .rows
-                .iter()
-                .any(|n| n.rung == o.rung && n.scenario == o.scenario)
-        })
-        .collect();
+    let mut rows: Vec<Row> =
+        old.rows
+            .into_iter()
+            .filter(|o| {
+                !fresh.rows.iter().any(|n| {
+                    n.rung == o.rung && n.scenario == o.scenario && n.variant() == o.variant()
+                })
+            })
+            .collect();
     rows.extend(fresh.rows);
     let ids: Vec<&str> = scenarios::ladder(fresh.mode).iter().map(|s| s.id).collect();
     // Rows of scenarios no longer in the ladder (an older schema's) are left out.
     rows.retain(|r| ids.contains(&r.scenario.as_str()));
+    // A stalled-loop row per `--distribute` mode, in the scenario's order of modes.
+    let mode = |r: &Row| {
+        r.variant()
+            .and_then(|v| scenarios::STALL_MODES.iter().position(|m| *m == v))
+    };
     rows.sort_by_key(|r| {
         (
             ids.iter().position(|i| *i == r.scenario),
             r.anchor,
             rank(&r.rung),
+            mode(r),
         )
     });
     let mut costs: Vec<Cost> = old
@@ -886,9 +997,122 @@ fn merge(stored: &Path, fresh: Results) -> Results {
     costs.sort_by_key(|c| rank(&c.rung));
     Results {
         mode: fresh.mode,
-        stamp: fresh.stamp,
+        stamp: Stamp {
+            work_unit_us,
+            ..fresh.stamp
+        },
         cells,
         rows,
         costs,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::StallRow;
+
+    fn results(mode: Mode, rows: Vec<Row>) -> Results {
+        Results {
+            mode,
+            stamp: Stamp::from_json(&json!({})),
+            cells: Vec::new(),
+            rows,
+            costs: Vec::new(),
+        }
+    }
+
+    fn row(scenario: &str, mode: Option<&str>, rate: f64) -> Row {
+        Row {
+            rung: "multi_epoll_server".into(),
+            scenario: scenario.into(),
+            unit: "req/s",
+            rate: Some(rate),
+            stall: mode.map(|m| StallRow {
+                distribute: m.into(),
+                ..StallRow::default()
+            }),
+            ..Row::default()
+        }
+    }
+
+    #[test]
+    fn a_partial_run_replaces_each_mode_of_the_stalled_loop_and_keeps_the_rest() {
+        let dir = std::env::temp_dir().join(format!("bench-merge-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let stored = dir.join("results.json");
+        let mut old = results(
+            Mode::Full,
+            vec![
+                row("mixed", None, 1.0),
+                row("stalled", Some("reuseport"), 2.0),
+                row("stalled", Some("exclusive"), 3.0),
+                row("stalled", Some("acceptor"), 4.0),
+            ],
+        );
+        old.stamp.work_unit_us = Some(2.08);
+        report(&old, &dir, false).expect("written");
+        // Only one mode measured again: it replaces its own row, not the others'. And it keeps
+        // the stored `--work` unit, which the pages of the rows it did not measure state.
+        let mut fresh = results(Mode::Full, vec![row("stalled", Some("exclusive"), 30.0)]);
+        fresh.stamp.work_unit_us = Some(2.02);
+        let merged = merge(&stored, fresh);
+        assert_eq!(merged.stamp.work_unit_us, Some(2.08));
+        let seen: Vec<(Option<&str>, Option<f64>)> =
+            merged.rows.iter().map(|r| (r.variant(), r.rate)).collect();
+        assert_eq!(
+            seen,
+            [
+                (None, Some(1.0)),
+                (Some("reuseport"), Some(2.0)),
+                (Some("exclusive"), Some(30.0)),
+                (Some("acceptor"), Some(4.0)),
+            ]
+        );
+        let fresh = results(
+            Mode::Full,
+            vec![
+                row("stalled", Some("acceptor"), 40.0),
+                row("stalled", Some("reuseport"), 20.0),
+                row("stalled", Some("exclusive"), 30.0),
+            ],
+        );
+        let merged = merge(&stored, fresh);
+        let seen: Vec<(&str, Option<&str>, Option<f64>)> = merged
+            .rows
+            .iter()
+            .map(|r| (r.scenario.as_str(), r.variant(), r.rate))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("mixed", None, Some(1.0)),
+                ("stalled", Some("reuseport"), Some(20.0)),
+                ("stalled", Some("exclusive"), Some(30.0)),
+                ("stalled", Some("acceptor"), Some(40.0)),
+            ]
+        );
+        // A run that measured the mixed workload again states its own unit.
+        let mut mixed = row("mixed", None, 5.0);
+        mixed.mix = Some(crate::results::MixRow::default());
+        let mut again = results(Mode::Full, vec![mixed]);
+        again.stamp.work_unit_us = Some(2.02);
+        assert_eq!(merge(&stored, again).stamp.work_unit_us, Some(2.02));
+        // Its page: a row per mode, and the p99s compared.
+        let page = std::fs::read_to_string(dir.join("stalled.md")).expect("stalled.md");
+        assert!(page.contains("| `exclusive` |") && page.contains("| `acceptor` |"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_quick_run_measures_the_stalled_loop_only_when_asked() {
+        let ids = |p: Plan| p.scenarios.iter().map(|s| s.id).collect::<Vec<_>>();
+        let quick = Plan::new(Mode::Quick, &[], false, false).expect("plan");
+        assert_eq!(ids(quick), ["mixed"]);
+        let asked = Plan::new(Mode::Quick, &["stalled".into()], false, false).expect("plan");
+        assert_eq!(ids(asked), ["stalled"]);
+        let full = Plan::new(Mode::Full, &[], false, false).expect("plan");
+        assert!(ids(full).contains(&"stalled"));
+        assert!(Plan::new(Mode::Smoke, &["stalled".into()], false, false).is_err());
     }
 }

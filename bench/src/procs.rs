@@ -331,6 +331,13 @@ pub fn context_switches_split(summary: &str) -> Option<(u64, u64)> {
     (nums.len() == 4).then(|| (nums[0] + nums[2], nums[1] + nums[3]))
 }
 
+/// `accepts per worker: 3 4 5` → the connections each worker (lesson 11: each loop) accepted,
+/// in worker order (docs/contract.md §6).
+pub fn accepts_per_worker(summary: &str) -> Option<Vec<u64>> {
+    let v = summary_value(summary, "accepts per worker")?;
+    v.split_whitespace().map(|n| n.parse().ok()).collect()
+}
+
 /// `CPU seconds: user U sys S, children user u sys s` → U + S + u + s.
 pub fn summary_cpu(summary: &str) -> Option<f64> {
     let v = summary_value(summary, "CPU seconds")?;
@@ -377,5 +384,9 @@ mod tests {
         assert_eq!(context_switches(s), Some(113));
         assert_eq!(context_switches_split(s), Some((107, 6)));
         assert_eq!(summary_cpu("nothing"), None);
+        let s = "requests served: 20\naccepts per worker: 1 10400\n";
+        assert_eq!(accepts_per_worker(s), Some(vec![1, 10400]));
+        assert_eq!(accepts_per_worker("accepts per worker: 3 x"), None);
+        assert_eq!(accepts_per_worker("requests served: 20\n"), None);
     }
 }

@@ -66,6 +66,8 @@ pub struct Row {
     pub cpu_us_per_req: Option<Spread>,
     /// A mixed workload (echo_client `--mix`): the cheap and the expensive requests apart.
     pub mix: Option<MixRow>,
+    /// The stalled-loop scenario: one row per `--distribute` mode, and what each loop took.
+    pub stall: Option<StallRow>,
 }
 
 /// The two kinds of request of a mixed workload: each latency the median of the rounds (each
@@ -122,6 +124,116 @@ impl MixRow {
             expensive_p99_us: s("expensive_p99_us"),
             cheap_count: v.get("cheap_count").and_then(Value::as_u64),
             expensive_count: v.get("expensive_count").and_then(Value::as_u64),
+        })
+    }
+}
+
+/// One `--distribute` mode of the stalled-loop scenario: the measured client's latency, and
+/// where the new connections went. A round fills each spread with its own value; a row of
+/// rounds has the median of the rounds' own with their range (as [`MixRow`]), and the per-loop
+/// figures of its median round.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StallRow {
+    /// `--distribute`: reuseport, exclusive or acceptor.
+    pub distribute: String,
+    /// The staller's target (`/work/N`).
+    pub path: String,
+    /// µs of CPU per `--work` unit, measured at the start of the run that sized `path`.
+    pub unit_us: Option<f64>,
+    /// Requests per second offered by the measured client (`--rate`).
+    pub rate: u64,
+    /// How long one staller request took, ms (its median in the round): one stall.
+    pub stall_ms: Option<Spread>,
+    pub p50_us: Option<Spread>,
+    pub p99_us: Option<Spread>,
+    pub max_us: Option<Spread>,
+    /// Of the measured client's connections, the share the stalled loop accepted, %.
+    pub share_pct: Option<Spread>,
+    /// Those connections per staller request: how many new connections one stall caught.
+    pub per_stall: Option<Spread>,
+    /// The staller's requests (stalls) in the round.
+    pub stalls: Option<u64>,
+    /// The server's `accepts per worker`: connections each loop took, in loop order (the
+    /// staller's own included).
+    pub accepts: Vec<u64>,
+    /// CPU seconds of each loop's thread over the measured load, in loop order.
+    pub loop_cpu_s: Vec<f64>,
+    /// The loop the staller held: the one that used the most CPU, if clearly.
+    pub stalled_loop: Option<usize>,
+}
+
+impl StallRow {
+    /// The loop that used clearly the most CPU — at least twice the next one's, which the
+    /// staller's loop does (it computes all the run, the others mostly wait) — or `None`.
+    pub fn busiest(loop_cpu_s: &[f64]) -> Option<usize> {
+        let mut order: Vec<(usize, f64)> = loop_cpu_s.iter().copied().enumerate().collect();
+        order.sort_by(|a, b| b.1.total_cmp(&a.1));
+        match order.as_slice() {
+            [(i, top), rest @ ..] if *top > 0.0 && rest.iter().all(|r| 2.0 * r.1 <= *top) => {
+                Some(*i)
+            }
+            _ => None,
+        }
+    }
+
+    /// The share of the measured client's connections that the stalled loop accepted, %: its
+    /// accepts but the staller's own connection, of all the loops' but that one.
+    pub fn stalled_share_pct(&self) -> Option<f64> {
+        let on_stalled = self.accepts.get(self.stalled_loop?)?.checked_sub(1)?;
+        let all = self.accepts.iter().sum::<u64>().checked_sub(1)?;
+        (all > 0).then(|| on_stalled as f64 * 100.0 / all as f64)
+    }
+
+    /// The measured client's connections the stalled loop accepted, per stall (per staller
+    /// request): one per stall is a policy that learns of each stall one connection late.
+    pub fn caught_per_stall(&self) -> Option<f64> {
+        let on_stalled = self.accepts.get(self.stalled_loop?)?.checked_sub(1)?;
+        let stalls = self.stalls.filter(|&n| n > 0)?;
+        Some(on_stalled as f64 / stalls as f64)
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "distribute": self.distribute, "path": self.path, "unit_us": self.unit_us,
+            "rate": self.rate,
+            "stall_ms": spread_json(self.stall_ms),
+            "p50_us": spread_json(self.p50_us), "p99_us": spread_json(self.p99_us),
+            "max_us": spread_json(self.max_us), "share_pct": spread_json(self.share_pct),
+            "per_stall": spread_json(self.per_stall), "stalls": self.stalls,
+            "accepts": self.accepts, "loop_cpu_s": self.loop_cpu_s,
+            "stalled_loop": self.stalled_loop,
+        })
+    }
+
+    fn from_json(v: &Value) -> Option<StallRow> {
+        let s = |k: &str| v.get(k).and_then(spread_from_json);
+        let list = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        };
+        Some(StallRow {
+            distribute: v.get("distribute")?.as_str()?.to_string(),
+            path: v.get("path")?.as_str()?.to_string(),
+            unit_us: v.get("unit_us").and_then(Value::as_f64),
+            rate: v.get("rate").and_then(Value::as_u64).unwrap_or(0),
+            stall_ms: s("stall_ms"),
+            p50_us: s("p50_us"),
+            p99_us: s("p99_us"),
+            max_us: s("max_us"),
+            share_pct: s("share_pct"),
+            per_stall: s("per_stall"),
+            stalls: v.get("stalls").and_then(Value::as_u64),
+            accepts: list("accepts").iter().filter_map(Value::as_u64).collect(),
+            loop_cpu_s: list("loop_cpu_s")
+                .iter()
+                .filter_map(Value::as_f64)
+                .collect(),
+            stalled_loop: v
+                .get("stalled_loop")
+                .and_then(Value::as_u64)
+                .map(|i| i as usize),
         })
     }
 }
@@ -221,7 +333,7 @@ impl Row {
     }
 
     pub fn json(&self) -> Value {
-        json!({
+        let mut v = json!({
             "rung": self.rung, "anchor": self.anchor, "scenario": self.scenario,
             "verdict": format!("{:?}", self.verdict), "rate": self.rate, "unit": self.unit,
             "p50_us": self.p50_us, "p99_us": self.p99_us, "max_us": self.max_us,
@@ -238,7 +350,18 @@ impl Row {
             "rate_min": self.rate_min, "rate_max": self.rate_max,
             "cpu_us_per_req": spread_json(self.cpu_us_per_req),
             "mix": self.mix.as_ref().map(MixRow::json),
-        })
+        });
+        // Only a stalled-loop row has the key: the other rows read as they did before it.
+        if let (Some(st), Some(o)) = (&self.stall, v.as_object_mut()) {
+            o.insert("stall".into(), st.json());
+        }
+        v
+    }
+
+    /// What tells two rows of one rung and scenario apart: the `--distribute` mode of a
+    /// stalled-loop row (a row per mode), else nothing.
+    pub fn variant(&self) -> Option<&str> {
+        self.stall.as_ref().map(|s| s.distribute.as_str())
     }
 
     /// Server CPU per completed request in this round, µs.
@@ -264,6 +387,19 @@ impl Row {
             expensive_p99_us: mix_spread(|m| m.expensive_p99_us),
             ..(*first).clone()
         });
+        let stalls: Vec<&StallRow> = rounds.iter().filter_map(|r| r.stall.as_ref()).collect();
+        let stall_spread = |f: fn(&StallRow) -> Option<Spread>| {
+            Spread::of(stalls.iter().filter_map(|m| f(m)).map(|s| s.median))
+        };
+        let stall = stalls.first().map(|first| StallRow {
+            stall_ms: stall_spread(|m| m.stall_ms),
+            p50_us: stall_spread(|m| m.p50_us),
+            p99_us: stall_spread(|m| m.p99_us),
+            max_us: stall_spread(|m| m.max_us),
+            share_pct: stall_spread(|m| m.share_pct),
+            per_stall: stall_spread(|m| m.per_stall),
+            ..(*first).clone()
+        });
         // Rounds without a rate (a crash, a time-out) sort first: with most rounds clean the
         // median is a clean one, and with most failed the row says so.
         rounds.sort_by(|a, b| {
@@ -285,6 +421,17 @@ impl Row {
             row.mix = Some(MixRow {
                 cheap_count: own.as_ref().and_then(|o| o.cheap_count),
                 expensive_count: own.as_ref().and_then(|o| o.expensive_count),
+                ..m
+            });
+        }
+        if let Some(m) = stall {
+            // The per-loop figures are the row's own round's.
+            let own = row.stall.take().unwrap_or_default();
+            row.stall = Some(StallRow {
+                accepts: own.accepts,
+                loop_cpu_s: own.loop_cpu_s,
+                stalled_loop: own.stalled_loop,
+                stalls: own.stalls,
                 ..m
             });
         }
@@ -369,6 +516,7 @@ impl Row {
             // Both added after schema 3's first files: absent there, and read as none.
             cpu_us_per_req: v.get("cpu_us_per_req").and_then(spread_from_json),
             mix: v.get("mix").and_then(MixRow::from_json),
+            stall: v.get("stall").and_then(StallRow::from_json),
         }
     }
 }
@@ -550,6 +698,154 @@ pub fn mixed_table(rows: &[&Row]) -> String {
         );
     }
     s
+}
+
+/// The stalled-loop scenario's page text above its table: the setup, and how each column is
+/// measured. `work_unit_us`: the `--work` unit measured at the start of the run, if the rows do
+/// not say which unit sized their staller (rows of an older results.json).
+pub fn stalled_about(rows: &[&Row], work_unit_us: Option<f64>) -> String {
+    let first = rows.iter().find_map(|r| r.stall.as_ref());
+    let path = first.map_or("/work/N", |s| s.path.as_str());
+    let work_unit_us = first.and_then(|s| s.unit_us).or(work_unit_us);
+    let cost = path
+        .strip_prefix("/work/")
+        .and_then(|n| n.parse::<f64>().ok())
+        .zip(work_unit_us)
+        .map(|(n, u)| format!(" (≈ {:.0} ms of CPU at {u:.2} µs per unit)", n * u / 1000.0))
+        .unwrap_or_default();
+    let workers = rows
+        .iter()
+        .find_map(|r| r.stall.as_ref().map(|s| s.accepts.len()))
+        .filter(|&n| n > 0)
+        .map_or("N".to_string(), |n| n.to_string());
+    // The measured client's exact command, from its own report (argv, the port left out).
+    let command = rows
+        .iter()
+        .find_map(|r| r.client_json.as_ref()?.get("command")?.as_array().cloned())
+        .map(|argv| {
+            let mut words: Vec<String> = argv
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect();
+            if let Some(w) = words.first_mut() {
+                *w = w.rsplit('/').next().unwrap_or(w).to_string();
+            }
+            if let Some(i) = words.iter().position(|w| w == "--addr") {
+                words.drain(i..(i + 2).min(words.len()));
+            }
+            format!("`{}`", words.join(" "))
+        })
+        .unwrap_or_else(|| "echo_client (its command is in results.json)".into());
+    format!(
+        "`multi_epoll_server --workers {workers} --distribute MODE` (HTTP), a fresh server for \
+         every run, modes in turn within each round. **The staller**: one keep-alive connection \
+         of the harness sends `GET {path}`{cost}, waits for the answer and sends the next at \
+         once, for the whole run — the loop that took it computes nearly all the time and turns \
+         to its other connections, and to new ones, only between two of those requests. **The \
+         measured client**: {command} — a new connection per request (every mode decides at \
+         accept), open loop at a fixed rate, latency from each request's intended send time; \
+         each slot reconnects right after its answer and sends its next request on schedule. A \
+         request on a connection of the stalled loop waits for the stall in progress to end. \
+         **Which loop was stalled**: the one whose thread used the most CPU over the load \
+         (`/proc/PID/task/TID/stat` of the threads `loop-0`, `loop-1`). **Accepts per loop**: \
+         the server's own count (`accepts per worker`), the staller's connection included; the \
+         share of new connections on the stalled loop leaves it out, and **per stall** divides \
+         those connections by the staller's requests in the run: how many new connections each \
+         stall caught. **One staller request**: its median wall time in the run, one stall — more than its CPU when the loop waited \
+         for a core. Each latency, share and stall is the median of the rounds' own with their \
+         min–max; throughput is the median round's, and the per-loop columns are that round's."
+    )
+}
+
+/// The stalled-loop scenario's table: a row per `--distribute` mode — the measured client's
+/// latency and rate, then where the new connections went and what each loop did.
+pub fn stalled_table(rows: &[&Row]) -> String {
+    let mut s = String::from(
+        "| `--distribute` | p50 | p99 | max | throughput | new connections on the stalled loop | per stall | accepts per loop | loop CPU over the load | one staller request | errors / notes |\n|---|--:|--:|--:|--:|--:|--:|---|---|--:|---|\n",
+    );
+    for r in rows {
+        let st = r.stall.clone().unwrap_or_default();
+        let per_loop = |v: Vec<String>| {
+            if v.is_empty() {
+                return "–".to_string();
+            }
+            v.into_iter()
+                .enumerate()
+                .map(|(i, x)| {
+                    if Some(i) == st.stalled_loop {
+                        format!("{x} (stalled)")
+                    } else {
+                        x
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" · ")
+        };
+        s += &format!(
+            "| `{}` | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            st.distribute,
+            spread_cell(st.p50_us, latency),
+            spread_cell(st.p99_us, latency),
+            spread_cell(st.max_us, latency),
+            r.rate_cell(),
+            spread_cell(st.share_pct, percent),
+            spread_cell(st.per_stall, |n| format!("{n:.1}")),
+            per_loop(st.accepts.iter().map(|&n| thousands(n as f64)).collect()),
+            per_loop(st.loop_cpu_s.iter().map(|c| format!("{c:.1} s")).collect()),
+            spread_cell(st.stall_ms, |ms| latency(ms * 1000.0)),
+            r.notes_cell(),
+        );
+    }
+    s
+}
+
+/// A share as the stalled-loop table shows it: two decimals under 1%, where the modes that
+/// avoid the stalled loop differ (0.04% is four connections in ten thousand), one above.
+fn percent(p: f64) -> String {
+    if p < 1.0 {
+        format!("{p:.2}%")
+    } else {
+        format!("{p:.1}%")
+    }
+}
+
+/// One sentence under the stalled-loop table: each other mode's p99 against `reuseport`'s,
+/// by their ranges (two rows differ only where the ranges do not overlap); empty without a
+/// `reuseport` row.
+pub fn stalled_verdict(rows: &[&Row]) -> String {
+    let p99 = |r: &Row| r.stall.as_ref().and_then(|s| s.p99_us);
+    let Some(base) = rows
+        .iter()
+        .find(|r| r.variant() == Some("reuseport"))
+        .and_then(|r| p99(r))
+    else {
+        return String::new();
+    };
+    let show = |s: Spread| s.show(latency);
+    let others: Vec<String> = rows
+        .iter()
+        .filter(|r| r.variant().is_some_and(|v| v != "reuseport"))
+        .map(|r| {
+            let mode = r.variant().unwrap_or_default();
+            match p99(r) {
+                None => format!("`{mode}` has no p99 ({})", r.rate_cell()),
+                Some(p) if p.overlaps(&base) => {
+                    format!(
+                        "`{mode}` {} — the ranges overlap: no difference shown",
+                        show(p)
+                    )
+                }
+                Some(p) if p.median < base.median => format!("`{mode}` {} — lower", show(p)),
+                Some(p) => format!("`{mode}` {} — higher", show(p)),
+            }
+        })
+        .collect();
+    format!(
+        "The p99 against `reuseport`'s, {}: {}.",
+        show(base),
+        others.join("; ")
+    )
 }
 
 /// What one request costs on each rung: the table that explains the others.
@@ -890,5 +1186,216 @@ mod tests {
         r.served_conns = Some((1, 10));
         assert_eq!(r.rate_cell(), "1,500 req/s");
         assert_eq!(r.notes_cell(), "refused 9,012; 1 of 10 conns served");
+    }
+
+    /// One round of one `--distribute` mode of the stalled-loop scenario, as run.rs makes it.
+    fn stall_round(
+        mode: &str,
+        rate: f64,
+        lat: (f64, f64, f64),
+        accepts: &[u64],
+        cpu: &[f64],
+    ) -> Row {
+        let one = |v: f64| Spread::of([v]);
+        let mut st = StallRow {
+            distribute: mode.into(),
+            path: "/work/75000".into(),
+            rate: 1000,
+            stall_ms: one(150.0 + rate / 1000.0),
+            p50_us: one(lat.0),
+            p99_us: one(lat.1),
+            max_us: one(lat.2),
+            accepts: accepts.to_vec(),
+            loop_cpu_s: cpu.to_vec(),
+            stalled_loop: StallRow::busiest(cpu),
+            stalls: Some(100),
+            ..StallRow::default()
+        };
+        st.share_pct = st.stalled_share_pct().and_then(one);
+        st.per_stall = st.caught_per_stall().and_then(one);
+        Row {
+            rung: "multi_epoll_server".into(),
+            scenario: "stalled".into(),
+            unit: "req/s",
+            verdict: Some(Verdict::Ok),
+            rate: Some(rate),
+            p99_us: Some(lat.1),
+            stall: Some(st),
+            ..Row::default()
+        }
+    }
+
+    #[test]
+    fn the_stalled_loop_is_the_busiest_and_its_share_leaves_the_staller_out() {
+        assert_eq!(StallRow::busiest(&[9.8, 0.4]), Some(0));
+        assert_eq!(StallRow::busiest(&[0.4, 9.8, 0.2]), Some(1));
+        // Not clearly one loop (the staller failed, say): none.
+        assert_eq!(StallRow::busiest(&[1.0, 0.6]), None);
+        assert_eq!(StallRow::busiest(&[0.0, 0.0]), None);
+        assert_eq!(StallRow::busiest(&[]), None);
+        let st = |accepts: Vec<u64>, stalled_loop| StallRow {
+            accepts,
+            stalled_loop,
+            ..StallRow::default()
+        };
+        // 1 of the stalled loop's 251 is the staller's: 250 of the 10,000 others, 2.5%.
+        assert_eq!(st(vec![251, 9_750], Some(0)).stalled_share_pct(), Some(2.5));
+        assert_eq!(st(vec![9_750, 1], Some(1)).stalled_share_pct(), Some(0.0));
+        assert_eq!(st(vec![9_750, 1], None).stalled_share_pct(), None);
+        assert_eq!(st(vec![0, 0], Some(0)).stalled_share_pct(), None);
+        assert_eq!(st(vec![], Some(0)).stalled_share_pct(), None);
+        // 250 connections caught by 100 stalls; without a count of stalls, nothing.
+        let mut caught = st(vec![251, 9_750], Some(0));
+        assert_eq!(caught.caught_per_stall(), None);
+        caught.stalls = Some(100);
+        assert_eq!(caught.caught_per_stall(), Some(2.5));
+        caught.stalls = Some(0);
+        assert_eq!(caught.caught_per_stall(), None);
+        assert_eq!(
+            (percent(0.04), percent(2.54)),
+            ("0.04%".into(), "2.5%".into())
+        );
+    }
+
+    #[test]
+    fn a_stalled_row_keeps_each_figure_s_median_and_its_round_s_loops() {
+        let row = Row::median_of(vec![
+            stall_round(
+                "acceptor",
+                990.0,
+                (130.0, 200_000.0, 400_000.0),
+                &[258, 10_135],
+                &[9.1, 0.4],
+            ),
+            stall_round(
+                "acceptor",
+                1_000.0,
+                (100.0, 150_000.0, 300_000.0),
+                &[101, 9_900],
+                &[9.0, 0.5],
+            ),
+            stall_round(
+                "acceptor",
+                980.0,
+                (120.0, 180_000.0, 500_000.0),
+                &[1, 10_000],
+                &[8.0, 0.3],
+            ),
+        ])
+        .expect("rounds");
+        assert_eq!(row.rate, Some(990.0));
+        let st = row.stall.clone().expect("stall");
+        let p99 = st.p99_us.expect("p99");
+        assert_eq!(
+            (p99.median, p99.min, p99.max, p99.n),
+            (180_000.0, 150_000.0, 200_000.0, 3)
+        );
+        assert_eq!(st.max_us.map(|s| s.median), Some(400_000.0));
+        let share = st.share_pct.expect("share");
+        assert_eq!((share.min, share.median), (0.0, 1.0));
+        let caught = st.per_stall.expect("per stall");
+        assert_eq!((caught.min, caught.median, caught.max), (0.0, 1.0, 2.57));
+        assert_eq!(st.stalls, Some(100));
+        // The per-loop figures are the median round's (rate 990), not mixed across rounds.
+        assert_eq!(
+            (
+                st.accepts.as_slice(),
+                st.loop_cpu_s.as_slice(),
+                st.stalled_loop
+            ),
+            (&[258, 10_135][..], &[9.1, 0.4][..], Some(0))
+        );
+        assert_eq!(row.variant(), Some("acceptor"));
+        // Round trip through results.json; a row without one has no stall.
+        let back = Row::from_json(&row.json());
+        assert_eq!(back.stall, row.stall);
+        let mut old = row.json();
+        old.as_object_mut().expect("object").remove("stall");
+        assert_eq!(Row::from_json(&old).stall, None);
+        assert_eq!(Row::from_json(&old).variant(), None);
+    }
+
+    #[test]
+    fn the_stalled_table_has_a_row_per_mode_and_compares_the_p99s() {
+        let three = |mode: &str, p99: f64, accepts: [u64; 2], cpu: [f64; 2]| {
+            Row::median_of(
+                [1.0, 1.1, 0.9]
+                    .iter()
+                    .map(|f| {
+                        stall_round(
+                            mode,
+                            1_000.0 * f,
+                            (500.0 * f, p99 * f, 2.0 * p99 * f),
+                            &accepts,
+                            &cpu,
+                        )
+                    })
+                    .collect(),
+            )
+            .expect("rounds")
+        };
+        let reuseport = three("reuseport", 200_000.0, [5_001, 5_000], [9.5, 0.5]);
+        let exclusive = three("exclusive", 1_800.0, [1, 10_000], [9.5, 0.5]);
+        let acceptor = three("acceptor", 210_000.0, [9_900, 101], [0.5, 9.5]);
+        let mut crashed = Row {
+            rung: "multi_epoll_server".into(),
+            scenario: "stalled".into(),
+            unit: "req/s",
+            verdict: Some(Verdict::Crashed("signal 9".into())),
+            stall: Some(StallRow {
+                distribute: "acceptor".into(),
+                ..StallRow::default()
+            }),
+            ..Row::default()
+        };
+        crashed.rounds = 1;
+        let t = stalled_table(&[&reuseport, &exclusive, &acceptor, &crashed]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(
+            lines[0],
+            "| `--distribute` | p50 | p99 | max | throughput | new connections on the stalled loop | per stall | accepts per loop | loop CPU over the load | one staller request | errors / notes |"
+        );
+        assert_eq!(
+            lines[2],
+            "| `reuseport` | 500 µs (450–550 µs) | 200 ms (180–220 ms) | 400 ms (360–440 ms) | 1,000 req/s (900–1,100) | 50.0% (50.0–50.0%) | 50.0 (50.0–50.0) | 5,001 (stalled) · 5,000 | 9.5 s (stalled) · 0.5 s | 151 ms (151–151 ms) | ok |"
+        );
+        assert_eq!(
+            lines[3],
+            "| `exclusive` | 500 µs (450–550 µs) | 1.8 ms (1.6–2.0 ms) | 3.6 ms (3.2–4.0 ms) | 1,000 req/s (900–1,100) | 0.00% (0.00–0.00%) | 0.0 (0.0–0.0) | 1 (stalled) · 10,000 | 9.5 s (stalled) · 0.5 s | 151 ms (151–151 ms) | ok |"
+        );
+        assert_eq!(
+            lines[4],
+            "| `acceptor` | 500 µs (450–550 µs) | 210 ms (189–231 ms) | 420 ms (378–462 ms) | 1,000 req/s (900–1,100) | 1.0% (1.0–1.0%) | 1.0 (1.0–1.0) | 9,900 · 101 (stalled) | 0.5 s · 9.5 s (stalled) | 151 ms (151–151 ms) | ok |"
+        );
+        assert_eq!(
+            lines[5],
+            "| `acceptor` | – | – | – | crashed (signal 9) | – | – | – | – | – | ok |"
+        );
+        let v = stalled_verdict(&[&reuseport, &exclusive, &acceptor, &crashed]);
+        assert_eq!(
+            v,
+            "The p99 against `reuseport`'s, 200 ms (180–220 ms): `exclusive` 1.8 ms (1.6–2.0 ms) — \
+             lower; `acceptor` 210 ms (189–231 ms) — the ranges overlap: no difference shown; \
+             `acceptor` has no p99 (crashed (signal 9))."
+        );
+        assert_eq!(stalled_verdict(&[&exclusive]), "");
+        let mut r = reuseport.clone();
+        r.client_json = Some(serde_json::json!({"command": [
+            "/work/target/release/echo_client", "--addr", "127.0.0.1:4242", "--json",
+            "--proto", "http", "-c", "400", "--close", "--rate", "1000"
+        ]}));
+        let about = stalled_about(&[&r, &exclusive], Some(2.0));
+        assert!(
+            about.contains("`multi_epoll_server --workers 2 --distribute MODE`"),
+            "{about}"
+        );
+        assert!(
+            about.contains("`GET /work/75000` (≈ 150 ms of CPU at 2.00 µs per unit)"),
+            "{about}"
+        );
+        assert!(
+            about.contains("`echo_client --json --proto http -c 400 --close --rate 1000`"),
+            "{about}"
+        );
     }
 }

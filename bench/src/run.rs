@@ -7,9 +7,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::client::{self, ClientOutcome};
+use crate::procfs;
 use crate::procs::{self, ServerRun};
-use crate::results::{Cost, Row, Verdict};
+use crate::results::{Cost, Row, StallRow, Verdict};
 use crate::scenarios::{Load, Mode, Proto, Scenario};
+use crate::spread::Spread;
 
 /// What is measured: a lesson binary, nginx with N workers, or a plain server that takes only
 /// its own flags (and `--addr`): the floor under the servers (see targets.rs).
@@ -170,6 +172,108 @@ pub fn load(subject: &Subject, sc: &Scenario, echo_client: &Path, wrk: bool) -> 
         }
     }
     row
+}
+
+/// One round of the stalled-loop scenario in one `--distribute` mode: a fresh server with
+/// `--distribute distribute`, the staller holding one of its loops (client.rs [`Staller`]),
+/// then the measured load (echo_client, open loop at the scenario's rate, a new connection
+/// per request). Which loop was stalled is read from the loops' own CPU over the load
+/// (/proc/PID/task: the threads `loop-0`, `loop-1`, …); how many connections each loop took,
+/// from the server's `accepts per worker`.
+///
+/// [`Staller`]: client::Staller
+pub fn stalled(subject: &Subject, sc: &Scenario, distribute: &str, echo_client: &Path) -> Row {
+    let mut row = base_row(subject, sc.id, unit_of(&sc.load));
+    let Some(stall) = &sc.stall else {
+        row.verdict = Some(Verdict::Failed("not a stalled-loop scenario".into()));
+        return row;
+    };
+    let mut st = StallRow {
+        distribute: distribute.to_string(),
+        path: stall.path.clone(),
+        rate: stall.rate,
+        ..StallRow::default()
+    };
+    let mut args = sc.server_args_for(&subject.name());
+    args.extend(["--distribute".into(), distribute.into()]);
+    let running = match Running::start(subject, &args) {
+        Ok(r) => r,
+        Err(e) => {
+            row.verdict = Some(Verdict::Failed(e));
+            row.stall = Some(st);
+            return row;
+        }
+    };
+    let staller = match client::Staller::start(running.addr(), &stall.path, sc.limit) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = running.stop();
+            row.verdict = Some(Verdict::Failed(e));
+            row.stall = Some(st);
+            return row;
+        }
+    };
+    let pid = running.pgid(); // the server leads its group: its pid
+    let loops_before = procfs::thread_cpu(pid);
+    let cpu0 = procs::group_cpu(pid);
+    let rate = stall.rate.to_string();
+    let c = client::echo_client_with(
+        echo_client,
+        running.addr(),
+        &sc.load,
+        sc.limit,
+        &["--rate", &rate],
+    );
+    let cpu = procs::group_cpu(pid) - cpu0;
+    st.loop_cpu_s = loop_cpu(&loops_before, &procfs::thread_cpu(pid));
+    let report = staller.stop();
+    let stopped = running.stop();
+    let one = |v: Option<f64>| v.and_then(|v| Spread::of([v]));
+    st.stall_ms = one(report.median_ms());
+    st.accepts = procs::accepts_per_worker(&stopped.summary).unwrap_or_default();
+    st.stalled_loop = StallRow::busiest(&st.loop_cpu_s);
+    st.share_pct = one(st.stalled_share_pct());
+    st.stalls = Some(report.request_ms.len() as u64);
+    st.per_stall = one(st.caught_per_stall());
+    row.server_cpu_s = Some(cpu);
+    fill_from_client(&mut row, &c);
+    row.peak_pss_kib = Some(stopped.peak.pss_kib);
+    row.peak_threads = Some(stopped.peak.threads);
+    row.peak_processes = Some(stopped.peak.processes);
+    row.requests_served =
+        procs::summary_value(&stopped.summary, "requests served").and_then(|v| v.parse().ok());
+    row.context_switches = procs::context_switches(&stopped.summary);
+    row.verdict = Some(match (verdict(&stopped, Some(&c)), report.error) {
+        // The staller's failure voids the round: no loop was held for the whole load.
+        (Verdict::Ok, Some(e)) => Verdict::Failed(e),
+        (v, _) => v,
+    });
+    st.p50_us = one(row.p50_us);
+    st.p99_us = one(row.p99_us);
+    st.max_us = one(row.max_us);
+    row.stall = Some(st);
+    row
+}
+
+/// CPU seconds each loop thread (`loop-0`, `loop-1`, …) used between two readings, in loop
+/// order; empty if the names do not say which loop is which.
+fn loop_cpu(before: &[(String, f64)], after: &[(String, f64)]) -> Vec<f64> {
+    let index = |name: &str| name.strip_prefix("loop-")?.parse::<usize>().ok();
+    let mut loops: Vec<(usize, f64)> = after
+        .iter()
+        .filter_map(|(name, cpu)| {
+            let i = index(name)?;
+            let was = before.iter().find(|(n, _)| n == name).map_or(0.0, |b| b.1);
+            Some((i, cpu - was))
+        })
+        .collect();
+    loops.sort_by_key(|l| l.0);
+    let in_order = loops.iter().enumerate().all(|(k, (i, _))| k == *i);
+    if in_order {
+        loops.into_iter().map(|l| l.1).collect()
+    } else {
+        Vec::new()
+    }
 }
 
 /// The fixed small workload: CPU and context switches per request (and syscalls per request
@@ -358,4 +462,28 @@ fn drive(
     };
     let cpu = procs::group_cpu(running.pgid()) - cpu0;
     Ok((c, cpu, running.stop()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_loops_cpu_over_the_load_in_loop_order() {
+        let t = |v: &[(&str, f64)]| -> Vec<(String, f64)> {
+            v.iter().map(|(n, c)| (n.to_string(), *c)).collect()
+        };
+        let before = t(&[("multi_epoll_ser", 0.01), ("loop-0", 0.25), ("loop-1", 0.0)]);
+        let after = t(&[
+            ("multi_epoll_ser", 0.02),
+            ("loop-1", 9.5),
+            ("loop-0", 0.75),
+            ("acceptor", 0.3),
+        ]);
+        assert_eq!(loop_cpu(&before, &after), [0.5, 9.5]);
+        // A loop missing from the first reading counts from zero; a gap in the names: unknown.
+        assert_eq!(loop_cpu(&[], &t(&[("loop-0", 1.0)])), [1.0]);
+        assert!(loop_cpu(&[], &t(&[("loop-1", 1.0)])).is_empty());
+        assert!(loop_cpu(&before, &t(&[("main", 1.0)])).is_empty());
+    }
 }

@@ -1,6 +1,7 @@
 //! The single-point scenarios, each a row per server: the ones the sweeps (sweeps.rs) do not
 //! cover — connection churn (`Connection: close`), the echo protocol at 1,000 and 10,000
-//! connections, CPU-bound echo, a mixed workload (head-of-line blocking) — and the catalogue the
+//! connections, CPU-bound echo, a mixed workload (head-of-line blocking), one event loop of
+//! lesson 11 stalled (how each way of distributing connections copes) — and the catalogue the
 //! speed targets (targets.rs) pick from. `--smoke` proves the pipeline in seconds (CI).
 
 use std::time::Duration;
@@ -58,6 +59,26 @@ pub struct Scenario {
     pub only: Option<&'static [&'static str]>,
     /// `--workers N` for a pool rung (a fixed pool of workers), so that every connection has one.
     pub pool_workers: Option<u32>,
+    /// The stalled-loop scenario: a staller keeps one loop busy while the load runs, once per
+    /// `--distribute` mode (run.rs `stalled`).
+    pub stall: Option<Stall>,
+    /// Run only when named by `--scenario`, not by default in this mode.
+    pub on_request: bool,
+}
+
+/// One loop made slow for the whole measurement (`stalled`): a staller — one keep-alive
+/// connection sending `GET path` back to back, one request at a time — keeps the loop that
+/// took its connection busy, while the scenario's load opens a new connection per request at
+/// `rate` per second (open loop). Run once per mode of `distribute` (the loops: the scenario's
+/// `--workers`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stall {
+    /// The staller's target, `/work/N`: about [`STALL_MS`] of CPU per request.
+    pub path: String,
+    /// Requests per second offered by the measuring client (echo_client `--rate`).
+    pub rate: u64,
+    /// The `--distribute` modes, in table order.
+    pub distribute: &'static [&'static str],
 }
 
 impl Scenario {
@@ -116,6 +137,8 @@ fn http(
         anchors: true,
         only: None,
         pool_workers: None,
+        stall: None,
+        on_request: false,
     }
 }
 
@@ -148,6 +171,8 @@ fn echo(
         anchors: false,
         only: None,
         pool_workers: None,
+        stall: None,
+        on_request: false,
     }
 }
 
@@ -204,10 +229,16 @@ pub const MIXED_UNITS_DEFAULT: u32 = 500;
 /// per unit (bench measures it at the start of a run), two significant figures; the default
 /// without a plausible measurement.
 pub fn mixed_units(unit_us: Option<f64>) -> u32 {
+    units_for(MIXED_EXPENSIVE_US, unit_us, MIXED_UNITS_DEFAULT)
+}
+
+/// `--work` units costing about `target_us` of CPU at `unit_us` µs per unit, two significant
+/// figures, within the contract's 1 to 1,000,000 (§5); `default` without a plausible unit.
+fn units_for(target_us: f64, unit_us: Option<f64>, default: u32) -> u32 {
     let Some(u) = unit_us.filter(|u| u.is_finite() && *u > 0.0) else {
-        return MIXED_UNITS_DEFAULT;
+        return default;
     };
-    let n = MIXED_EXPENSIVE_US / u;
+    let n = target_us / u;
     let scale = 10f64.powi((n.log10().floor() as i32 - 1).max(0));
     ((n / scale).round() * scale).clamp(1.0, 1_000_000.0) as u32
 }
@@ -247,6 +278,8 @@ fn mixed(d: Duration) -> Scenario {
         only: Some(MIXED_RUNGS),
         // As the offered-load sweep does: a pool as large as the connections.
         pool_workers: Some(MIXED_CONNS),
+        stall: None,
+        on_request: false,
     }
 }
 
@@ -257,9 +290,78 @@ pub fn has_mix(id: &str) -> bool {
         .any(|s| s.id == id && matches!(&s.load, Load::Closed { mix: Some(_), .. }))
 }
 
-/// The scenarios with their expensive requests sized to the measured `--work` unit.
+/// The stalled-loop scenario (`stalled`): lesson 11 only, with these loops.
+pub const STALL_RUNGS: &[&str] = &["multi_epoll_server"];
+pub const STALL_WORKERS: u32 = 2;
+/// What one staller request should cost: long enough that a connection queued behind it waits
+/// visibly (a p99 of ~this), short enough that the loop comes back to `epoll_wait` many times
+/// a run — each time it may take new connections, which is what the modes differ in.
+pub const STALL_MS: f64 = 150.0;
+/// `--work` units of a staller request when the unit was not measured (≈ 2 µs each).
+pub const STALL_UNITS_DEFAULT: u32 = 75_000;
+/// The measuring client: a new connection per request (`--close`: the modes differ in who
+/// takes a *new* connection), `STALL_RATE` requests per second in all, over `STALL_CONNS`
+/// slots. Each slot sends every `STALL_CONNS / STALL_RATE` s = 400 ms, more than a stall: a
+/// request delayed by one does not make its slot's next one late too (the open loop would
+/// charge that to the next request as well).
+pub const STALL_RATE: u64 = 1_000;
+pub const STALL_CONNS: u32 = 400;
+/// The modes of `--distribute` (docs/contract.md §1), in table order.
+pub const STALL_MODES: &[&str] = &["reuseport", "exclusive", "acceptor"];
+
+/// The staller's `--work` units: about [`STALL_MS`] of CPU at `unit_us` µs per unit.
+pub fn stall_units(unit_us: Option<f64>) -> u32 {
+    units_for(STALL_MS * 1000.0, unit_us, STALL_UNITS_DEFAULT)
+}
+
+/// One loop of lesson 11 stalled: `--workers 2`, HTTP; a staller keeps one loop in requests of
+/// ~150 ms of CPU, back to back, while echo_client opens a new connection per request at 1,000
+/// per second for `d` — once per `--distribute` mode. Where the new connections go is the
+/// question: to the stalled loop, they wait for it.
+fn stalled(d: Duration) -> Scenario {
+    Scenario {
+        id: "stalled",
+        title: format!(
+            "One loop stalled: lesson 11 with {STALL_WORKERS} loops, one kept busy by \
+             ~{STALL_MS:.0} ms requests, a new connection per request at {} req/s",
+            crate::results::thousands(STALL_RATE as f64)
+        ),
+        load: Load::Closed {
+            proto: Proto::Http,
+            conns: STALL_CONNS,
+            messages: None,
+            duration: Some(d),
+            close: true,
+            mix: None,
+        },
+        server_args: vec!["--workers".into(), STALL_WORKERS.to_string()],
+        limit: d + secs(30),
+        // wrk has no open loop with a new connection per request; nginx has no /work/N.
+        with_wrk: false,
+        anchors: false,
+        only: Some(STALL_RUNGS),
+        pool_workers: None,
+        stall: Some(Stall {
+            path: mixed_path(STALL_UNITS_DEFAULT),
+            rate: STALL_RATE,
+            distribute: STALL_MODES,
+        }),
+        on_request: false,
+    }
+}
+
+/// Whether scenario `id` is the stalled-loop kind (a row per `--distribute` mode).
+pub fn has_stall(id: &str) -> bool {
+    scenarios(Mode::Full)
+        .iter()
+        .any(|s| s.id == id && s.stall.is_some())
+}
+
+/// The scenarios with their expensive requests (and the staller's) sized to the measured
+/// `--work` unit.
 pub fn with_work_unit(scenarios: &[Scenario], unit_us: Option<f64>) -> Vec<Scenario> {
     let path = mixed_path(mixed_units(unit_us));
+    let stall_path = mixed_path(stall_units(unit_us));
     scenarios
         .iter()
         .cloned()
@@ -268,14 +370,17 @@ pub fn with_work_unit(scenarios: &[Scenario], unit_us: Option<f64>) -> Vec<Scena
             if let Some(m) = mix.as_mut().filter(|_| s.id == "mixed") {
                 m.path = path.clone();
             }
+            if let Some(st) = s.stall.as_mut() {
+                st.path = stall_path.clone();
+            }
             s
         })
         .collect()
 }
 
 /// The single-point scenarios the ladder run measures beside the sweeps, in table order: in the
-/// quick run only the mixed workload, 3 s per rung (the sweeps are its content), the ones no
-/// sweep covers in the full run.
+/// quick run the mixed workload, 3 s per rung (the sweeps are its content), and the stalled
+/// loop on request (`--scenario stalled`: 30 s more); the ones no sweep covers in the full run.
 pub fn ladder(mode: Mode) -> Vec<Scenario> {
     const FULL: &[&str] = &[
         "http-close-10",
@@ -283,6 +388,7 @@ pub fn ladder(mode: Mode) -> Vec<Scenario> {
         "echo-10k",
         "echo-10k-cpu",
         "mixed",
+        "stalled",
     ];
     match mode {
         // The sweeps cover HTTP; the echo protocol gets its one smoke row.
@@ -292,15 +398,20 @@ pub fn ladder(mode: Mode) -> Vec<Scenario> {
             .collect(),
         Mode::Quick => scenarios(Mode::Quick)
             .into_iter()
-            .filter(|s| s.id == "mixed")
+            .filter(|s| s.id == "mixed" || s.id == "stalled")
+            .map(|mut s| {
+                s.on_request = s.stall.is_some();
+                s
+            })
             .collect(),
-        // Three rounds of each: 5 s runs instead of the targets' 10 s.
+        // Three rounds of each: 5 s runs instead of the targets' 10 s — but the stalled loop's
+        // 10 s, so that its p99 rests on 10,000 requests per mode.
         Mode::Full => scenarios(Mode::Full)
             .into_iter()
             .filter(|s| FULL.contains(&s.id))
             .map(|mut s| {
                 let Load::Closed { duration, .. } = &mut s.load;
-                if let Some(d) = duration {
+                if let Some(d) = duration.as_mut().filter(|_| s.stall.is_none()) {
                     *d = secs(5);
                     s.limit = secs(35);
                 }
@@ -415,6 +526,8 @@ pub fn scenarios(mode: Mode) -> Vec<Scenario> {
         ));
     }
     v.push(mixed(d));
+    // 10 s in every mode: the quick run takes it on request only.
+    v.push(stalled(secs(10)));
     v
 }
 
@@ -462,8 +575,48 @@ mod tests {
         let sized = with_work_unit(&full, Some(4.0));
         let Load::Closed { mix, .. } = &sized.iter().find(|s| s.id == "mixed").unwrap().load;
         assert_eq!(mix.as_ref().unwrap().path, "/work/250");
-        assert!(ladder(Mode::Quick).iter().all(|s| s.id == "mixed"));
+        assert!(
+            ladder(Mode::Quick)
+                .iter()
+                .filter(|s| !s.on_request)
+                .all(|s| s.id == "mixed")
+        );
         assert!(has_mix("mixed") && !has_mix("echo-1k"));
         assert!(ladder(Mode::Smoke).iter().all(|s| s.id != "mixed"));
+    }
+
+    #[test]
+    fn the_stalled_loop_runs_lesson_11_in_each_mode_on_request_in_the_quick_run() {
+        assert_eq!(stall_units(None), STALL_UNITS_DEFAULT);
+        assert_eq!(stall_units(Some(2.0)), 75_000);
+        assert_eq!(stall_units(Some(1.99)), 75_000);
+        assert_eq!(stall_units(Some(3.0)), 50_000);
+        assert_eq!(stall_units(Some(0.1)), 1_000_000); // the contract's limit
+        let full = ladder(Mode::Full);
+        let s = full.iter().find(|s| s.id == "stalled").expect("in full");
+        assert!(has_stall("stalled") && !has_stall("mixed") && !has_mix("stalled"));
+        assert!(s.runs("multi_epoll_server") && !s.runs("epoll_et_server"));
+        assert!(!s.anchors && !s.with_wrk && !s.on_request);
+        let st = s.stall.as_ref().expect("stall");
+        assert_eq!(st.distribute, ["reuseport", "exclusive", "acceptor"]);
+        assert_eq!(s.server_args_for("multi_epoll_server"), ["--workers", "2"]);
+        // Its own 10 s, not the full run's 5 s of the other scenarios.
+        let Load::Closed {
+            duration, close, ..
+        } = &s.load;
+        assert_eq!((*duration, *close), (Some(secs(10)), true));
+        assert_eq!(
+            full.iter().find(|s| s.id == "mixed").map(|s| s.limit),
+            Some(secs(35))
+        );
+        // Slots send less often than a stall lasts: a late request does not delay the next.
+        assert!(STALL_CONNS as f64 / STALL_RATE as f64 * 1000.0 > 2.0 * STALL_MS);
+        let sized = with_work_unit(&full, Some(3.0));
+        let st = sized.iter().find(|s| s.id == "stalled").unwrap();
+        assert_eq!(st.stall.as_ref().unwrap().path, "/work/50000");
+        let quick = ladder(Mode::Quick);
+        let q = quick.iter().find(|s| s.id == "stalled").expect("in quick");
+        assert!(q.on_request);
+        assert!(ladder(Mode::Smoke).iter().all(|s| s.stall.is_none()));
     }
 }
