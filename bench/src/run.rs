@@ -119,6 +119,18 @@ fn unit_of(load: &Load) -> &'static str {
     }
 }
 
+/// What one load run tells: the client's figures, and the server's CPU, peak and summary.
+fn fill_from_run(row: &mut Row, c: &ClientOutcome, cpu: f64, stopped: &procs::Stopped) {
+    row.server_cpu_s = Some(cpu);
+    fill_from_client(row, c);
+    row.peak_pss_kib = Some(stopped.peak.pss_kib);
+    row.peak_threads = Some(stopped.peak.threads);
+    row.peak_processes = Some(stopped.peak.processes);
+    row.requests_served =
+        procs::summary_value(&stopped.summary, "requests served").and_then(|v| v.parse().ok());
+    row.context_switches = procs::context_switches(&stopped.summary);
+}
+
 fn fill_from_client(row: &mut Row, c: &ClientOutcome) {
     row.rate = c.rate;
     row.p50_us = c.p50_us;
@@ -154,14 +166,7 @@ pub fn load(subject: &Subject, sc: &Scenario, echo_client: &Path, wrk: bool) -> 
             return row;
         }
     };
-    row.server_cpu_s = Some(cpu);
-    fill_from_client(&mut row, &c);
-    row.peak_pss_kib = Some(stopped.peak.pss_kib);
-    row.peak_threads = Some(stopped.peak.threads);
-    row.peak_processes = Some(stopped.peak.processes);
-    row.requests_served =
-        procs::summary_value(&stopped.summary, "requests served").and_then(|v| v.parse().ok());
-    row.context_switches = procs::context_switches(&stopped.summary);
+    fill_from_run(&mut row, &c, cpu, &stopped);
     row.verdict = Some(verdict(&stopped, Some(&c)));
 
     if wrk && sc.with_wrk && client::wrk_installed() {
@@ -235,14 +240,7 @@ pub fn stalled(subject: &Subject, sc: &Scenario, distribute: &str, echo_client: 
     st.share_pct = one(st.stalled_share_pct());
     st.stalls = Some(report.request_ms.len() as u64);
     st.per_stall = one(st.caught_per_stall());
-    row.server_cpu_s = Some(cpu);
-    fill_from_client(&mut row, &c);
-    row.peak_pss_kib = Some(stopped.peak.pss_kib);
-    row.peak_threads = Some(stopped.peak.threads);
-    row.peak_processes = Some(stopped.peak.processes);
-    row.requests_served =
-        procs::summary_value(&stopped.summary, "requests served").and_then(|v| v.parse().ok());
-    row.context_switches = procs::context_switches(&stopped.summary);
+    fill_from_run(&mut row, &c, cpu, &stopped);
     row.verdict = Some(match (verdict(&stopped, Some(&c)), report.error) {
         // The staller's failure voids the round: no loop was held for the whole load.
         (Verdict::Ok, Some(e)) => Verdict::Failed(e),
