@@ -1,39 +1,66 @@
 //! `bench --c1m`: one million concurrent connections on this 2-core machine, in steps
 //! (10k → 100k → 500k → 1M by default), with the multi-process reactor (lesson 11,
-//! `--processes`) on one side and echo_client (`--processes`, `--source-ips`) on the other.
+//! `--processes`) on one side and echo_client (`--processes`, `--source-ips`) on the other —
+//! once per design: `--distribute reuseport` (a listener per loop process) and `acceptor` (one
+//! acceptor process handing connections to the loop processes).
 //!
-//! For each step: raise what may be raised (sysctls, restored afterwards — also on Ctrl-C and on
-//! errors), start the server with enough loop processes for the 20,000-descriptor cap, ramp the
-//! connections at `--connect-rate`, hold them idle, check that every one still echoes, and tear
-//! down. Reported: time to establish, peak established (client and server), server userland
-//! memory (PSS) per connection, kernel slab per connection (/proc/meminfo), CPU. A step that
+//! For each design and step: raise what may be raised (sysctls, restored afterwards — also on
+//! Ctrl-C and on errors), start the server with enough loop processes for the
+//! 20,000-descriptor cap, ramp the connections at `--connect-rate`, hold them idle, then load
+//! them all: every connection runs echo_client's closed loop (send, wait for the verified echo,
+//! send the next) for `--c1m-load` seconds, and tear down. Reported: time to establish, peak
+//! established, connections per loop, server userland memory (PSS) and kernel slab per
+//! connection; and for the load phase messages per second, latency, errors, each side's CPU
+//! and the TCP memory the kernel charged with data in flight (/proc/net/sockstat). A step that
 //! runs the machine short of memory is stopped and reported as the ceiling, with the resource.
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
 use crate::procs::{self, ServerRun};
-use crate::results::thousands;
+use crate::results::{latency, thousands};
 
 /// Connections per process on either side: under the 20,000-descriptor cap with room for the
-/// listeners, epoll instances and pipes, and for SO_REUSEPORT's uneven hashing.
+/// listeners, epoll instances and pipes, and for uneven sharing between the loops (the hash of
+/// `reuseport`; the queue-length policy of `acceptor`): the table's "per loop" column shows it.
 const PER_PROCESS: u64 = 15_000;
 /// Source addresses for the client: 40 × 64,512 ports is 2.58 M, enough for a million with
 /// connections in TIME_WAIT from the previous step still holding ports.
 const SOURCES: &str = "127.0.0.2-127.0.0.41";
 /// Below this much available memory the step is stopped: the machine comes first.
 const MEM_FLOOR_KIB: u64 = 1536 * 1024;
+/// How often the watchdog samples memory, CPU and the kernel's TCP memory.
+const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 
 /// The sysctls a step raises, and the values to raise them to.
 const SYSCTLS: &[(&str, &str)] = &[
     ("net.ipv4.ip_local_port_range", "1024 65535"),
     ("net.core.somaxconn", "65535"),
     ("net.ipv4.tcp_max_syn_backlog", "65535"),
+];
+
+/// A server design of the run: lesson 11 with `--processes` and this `--distribute`.
+pub struct Design {
+    pub name: &'static str,
+    /// The row of the Go 1M-connection benchmark (a seed document) this design answers.
+    pub seed_row: &'static str,
+}
+
+/// Every design `--c1m-designs` may name, in the order the tables show them.
+pub const DESIGNS: &[Design] = &[
+    Design {
+        name: "reuseport",
+        seed_row: "prefork; multiple epoll",
+    },
+    Design {
+        name: "acceptor",
+        seed_row: "workerpool (closest)",
+    },
 ];
 
 /// The values found before we changed anything, restored by `restore_sysctls` — from `Drop`,
@@ -76,6 +103,8 @@ impl Drop for RestoreOnDrop {
     }
 }
 
+// ─── what the kernel says ───────────────────────────────────────────────────────────────────
+
 fn meminfo_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
@@ -91,26 +120,167 @@ fn meminfo_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The pages TCP has charged to `tcp_mem` (the `mem` of the `TCP:` line of /proc/net/sockstat:
+/// `tcp_memory_allocated`, buffers holding data, system-wide).
+fn tcp_mem_pages(sockstat: &str) -> Option<u64> {
+    let line = sockstat.lines().find(|l| l.starts_with("TCP:"))?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let at = words.iter().position(|w| *w == "mem")?;
+    words.get(at + 1)?.parse().ok()
+}
+
+/// A counter of the `TcpExt:` lines of /proc/net/netstat (a line of names, then one of values).
+fn tcp_ext(netstat: &str, name: &str) -> Option<u64> {
+    let mut lines = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (lines.next()?, lines.next()?);
+    let at = names.split_whitespace().position(|n| n == name)?;
+    values.split_whitespace().nth(at)?.parse().ok()
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// How often TCP entered memory pressure since boot (`TCPMemoryPressures`).
+fn memory_pressures() -> u64 {
+    tcp_ext(&read("/proc/net/netstat"), "TCPMemoryPressures").unwrap_or(0)
+}
+
+/// `tcp_mem`'s three thresholds, in pages: below the first TCP does not regulate; above the
+/// second it is under pressure (buffers are moderated); above the third a socket gets no more
+/// than its minimum (tcp(7)).
+fn tcp_mem_limits() -> Option<[u64; 3]> {
+    let v: Vec<u64> = read("/proc/sys/net/ipv4/tcp_mem")
+        .split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    v.try_into().ok()
+}
+
+/// Seconds all CPUs spent in softirq since boot (/proc/stat, the `cpu` line's seventh field, in
+/// USER_HZ ticks). On loopback the receiving half of TCP runs there, mostly in the context of
+/// the process that sent (this kernel samples it per tick and charges the tick to that process
+/// too: CONFIG_IRQ_TIME_ACCOUNTING is off), so it is a share of the sides' CPU, not an addition.
+fn softirq_seconds(stat: &str) -> Option<f64> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: f64 = line.split_whitespace().nth(7)?.parse().ok()?;
+    // SAFETY: sysconf only reads a constant of the running system.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Some(ticks / hz)
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// One watchdog sample: the wall clock, both sides' CPU and the machine's softirq time so far,
+/// the kernel's TCP pages.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Sample {
+    at: f64,
+    server_cpu: f64,
+    client_cpu: f64,
+    softirq: f64,
+    tcp_pages: u64,
+}
+
+/// A cumulative series' value at `t`, linear between the samples around it (clamped at the
+/// ends): the CPU spent up to an instant that fell between two samples.
+fn value_at(samples: &[Sample], t: f64, of: impl Fn(&Sample) -> f64) -> f64 {
+    let Some(i) = samples.iter().position(|s| s.at >= t) else {
+        return samples.last().map_or(0.0, &of);
+    };
+    if i == 0 {
+        return of(&samples[0]);
+    }
+    let (a, b) = (&samples[i - 1], &samples[i]);
+    let f = if b.at > a.at {
+        (t - a.at) / (b.at - a.at)
+    } else {
+        1.0
+    };
+    of(a) + f * (of(b) - of(a))
+}
+
+/// What happened between `from` and `to` (wall clock).
+#[derive(Debug, Default, PartialEq)]
+struct Window {
+    /// CPU seconds of each side, and of softirq on every CPU.
+    server: f64,
+    client: f64,
+    softirq: f64,
+    /// The most TCP pages any sample in the window saw.
+    peak_pages: u64,
+}
+
+fn window(samples: &[Sample], from: f64, to: f64) -> Window {
+    let cpu = |of: fn(&Sample) -> f64| value_at(samples, to, of) - value_at(samples, from, of);
+    let pages = samples
+        .iter()
+        .filter(|s| s.at >= from && s.at <= to)
+        .map(|s| s.tcp_pages)
+        .max()
+        .unwrap_or(0);
+    Window {
+        server: cpu(|s| s.server_cpu),
+        client: cpu(|s| s.client_cpu),
+        softirq: cpu(|s| s.softirq),
+        peak_pages: pages,
+    }
+}
+
+// ─── one step ───────────────────────────────────────────────────────────────────────────────
+
 /// One step's measurements.
 #[derive(Debug, Default)]
 struct Step {
+    design: String,
     target: u64,
     established: u64,
     server_peak: u64,
     connect_s: f64,
-    checked_ok: u64,
+    /// Connections that completed at least one verified echo (in the load phase, or the one
+    /// check after the hold when there is no load phase).
+    answered: u64,
     errors: u64,
     error_text: String,
+    /// Connections each loop process accepted: fewest, most.
+    per_loop: Option<(u64, u64)>,
     server_pss_per_conn: f64,
     slab_per_conn: f64,
     slab_peak_mib: f64,
-    server_cpu_s: f64,
-    client_cpu_s: f64,
+    /// The load phase (all 0 without one).
+    load_s: f64,
+    messages: u64,
+    msg_per_s: f64,
+    p50_us: f64,
+    p99_us: f64,
+    max_us: f64,
+    server_cpu_load_s: f64,
+    client_cpu_load_s: f64,
+    softirq_load_s: f64,
+    /// TCP pages just before the load phase (idle connections) and the most during it.
+    tcp_pages_idle: u64,
+    tcp_pages_peak: u64,
+    /// Times TCP entered memory pressure during the step.
+    pressures: u64,
     stopped_by: Option<String>,
 }
 
-fn run_step(bins: &Path, target: u64, hold_s: u64, rate: u64) -> Step {
+/// What the watchdog thread shares with the step.
+#[derive(Default)]
+struct Watch {
+    samples: Vec<Sample>,
+    slab_peak: u64,
+    pss_peak: u64,
+    memory_stop: Option<String>,
+}
+
+fn run_step(bins: &Path, design: &Design, target: u64, plan: &Plan) -> Step {
     let mut step = Step {
+        design: design.name.into(),
         target,
         ..Step::default()
     };
@@ -118,6 +288,8 @@ fn run_step(bins: &Path, target: u64, hold_s: u64, rate: u64) -> Step {
     let server_bin = bins.join("multi_epoll_server");
     let args: Vec<String> = [
         "--processes",
+        "--distribute",
+        design.name,
         "--workers",
         &loops.to_string(),
         "--backlog",
@@ -131,6 +303,7 @@ fn run_step(bins: &Path, target: u64, hold_s: u64, rate: u64) -> Step {
     .map(|s| s.to_string())
     .collect();
     let slab0 = meminfo_kib("Slab:");
+    let pressures0 = memory_pressures();
     let mut server = match ServerRun::start(&server_bin.to_string_lossy(), &args) {
         Ok(s) => s,
         Err(e) => {
@@ -142,85 +315,112 @@ fn run_step(bins: &Path, target: u64, hold_s: u64, rate: u64) -> Step {
     let pss0 = crate::procfs::sample(server.pgid).pss_kib;
     server.start_sampling();
 
-    // Memory watchdog: samples slab and server PSS, and stops everything if the machine runs
-    // short of memory (the step's ceiling).
-    let stop = std::sync::Arc::new(AtomicBool::new(false));
-    let peaks = std::sync::Arc::new(Mutex::new((0u64, 0u64, None::<String>)));
+    // Watchdog: samples slab, server PSS, both sides' CPU and TCP's pages, and stops everything
+    // if the machine runs short of memory (the step's ceiling).
+    let stop = Arc::new(AtomicBool::new(false));
+    let client_pgid = Arc::new(AtomicI32::new(0));
+    let watch = Arc::new(Mutex::new(Watch::default()));
     let watchdog = {
-        let (stop, peaks, pgid) = (stop.clone(), peaks.clone(), server.pgid);
+        let (stop, watch, pgid) = (stop.clone(), watch.clone(), server.pgid);
+        let client_pgid = client_pgid.clone();
         std::thread::spawn(move || {
+            let mut last_pss = 0;
+            let mut client_cpu = 0.0;
+            let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let slab = meminfo_kib("Slab:");
-                let pss = crate::procfs::sample(pgid).pss_kib;
-                let mut p = peaks.lock().unwrap_or_else(|e| e.into_inner());
-                p.0 = p.0.max(slab);
-                p.1 = p.1.max(pss);
-                if meminfo_kib("MemAvailable:") < MEM_FLOOR_KIB && p.2.is_none() {
-                    p.2 = Some(format!(
+                // PSS walks every loop process's page tables: every other sample is enough.
+                if n.is_multiple_of(2) {
+                    last_pss = crate::procfs::sample(pgid).pss_kib;
+                }
+                n += 1;
+                // The client's group exists only while it runs; keep its last value after.
+                let c = client_pgid.load(Ordering::Relaxed);
+                if c != 0 {
+                    client_cpu = procs::group_cpu(c);
+                }
+                let sample = Sample {
+                    at: unix_now(),
+                    server_cpu: procs::group_cpu(pgid),
+                    client_cpu,
+                    softirq: softirq_seconds(&read("/proc/stat")).unwrap_or(0.0),
+                    tcp_pages: tcp_mem_pages(&read("/proc/net/sockstat")).unwrap_or(0),
+                };
+                let mut w = watch.lock().unwrap_or_else(|e| e.into_inner());
+                w.samples.push(sample);
+                w.slab_peak = w.slab_peak.max(slab);
+                w.pss_peak = w.pss_peak.max(last_pss);
+                if meminfo_kib("MemAvailable:") < MEM_FLOOR_KIB && w.memory_stop.is_none() {
+                    w.memory_stop = Some(format!(
                         "memory: MemAvailable fell under {} MiB",
                         MEM_FLOOR_KIB / 1024
                     ));
                     procs::kill_all_groups();
                 }
-                drop(p);
-                std::thread::sleep(Duration::from_millis(500));
+                drop(w);
+                std::thread::sleep(SAMPLE_EVERY);
             }
         })
     };
 
     let client_procs = target.div_ceil(PER_PROCESS).max(1);
-    let client_args: Vec<String> = vec![
-        "--addr".into(),
-        server.addr.to_string(),
-        "--proto".into(),
-        "echo".into(),
-        "-c".into(),
-        target.to_string(),
-        "--processes".into(),
-        client_procs.to_string(),
-        "--source-ips".into(),
-        SOURCES.into(),
-        "--connect-rate".into(),
-        rate.to_string(),
-        "--hold".into(),
-        format!("{hold_s}s"),
-        "--timeout".into(),
-        "60s".into(),
-        "--json".into(),
-        "--allow-errors".into(),
-    ];
-    let limit = Duration::from_secs(hold_s + 600);
+    let mut client_args: Vec<String> = [
+        "--addr",
+        &server.addr.to_string(),
+        "--proto",
+        "echo",
+        "-c",
+        &target.to_string(),
+        "--processes",
+        &client_procs.to_string(),
+        "--source-ips",
+        SOURCES,
+        "--connect-rate",
+        &plan.rate.to_string(),
+        "--hold",
+        &format!("{}s", plan.hold_s),
+        // A closed loop over a million connections: a message waits behind up to a million
+        // others, seconds. Two minutes without its echo is an error, not queueing.
+        "--timeout",
+        "120s",
+        "--json",
+        "--allow-errors",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if plan.load_s > 0 {
+        client_args.extend(["-d".to_string(), format!("{}s", plan.load_s)]);
+    }
+    let limit = Duration::from_secs(plan.hold_s + plan.load_s + 600);
     let t0 = Instant::now();
-    let finished = procs::run_bounded(
+    let finished = procs::run_bounded_watched(
         Command::new(bins.join("echo_client")).args(&client_args),
         limit,
+        &client_pgid,
     );
     stop.store(true, Ordering::Relaxed);
     let _ = watchdog.join();
-    let (slab_peak, pss_peak, memory_stop) =
-        peaks.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let w = std::mem::take(&mut *watch.lock().unwrap_or_else(|e| e.into_inner()));
     let stopped = server.stop();
     step.server_peak = procs::summary_value(&stopped.summary, "peak concurrent connections")
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    step.server_cpu_s = procs::summary_cpu(&stopped.summary).unwrap_or(0.0);
-    step.stopped_by =
-        memory_stop.or_else(|| stopped.crashed.map(|c| format!("server crashed: {c}")));
+    step.per_loop = procs::accepts_per_worker(&stopped.summary).and_then(|v| {
+        let (lo, hi) = (v.iter().min()?, v.iter().max()?);
+        Some((*lo, *hi))
+    });
+    step.pressures = memory_pressures().saturating_sub(pressures0);
+    step.stopped_by = w
+        .memory_stop
+        .clone()
+        .or_else(|| stopped.crashed.map(|c| format!("server crashed: {c}")));
     match finished {
         Ok(f) if f.timed_out => {
             step.stopped_by = step.stopped_by.take().or(Some("client timed out".into()))
         }
         Ok(f) => match serde_json::from_str::<Value>(f.stdout.trim()) {
-            Ok(v) => {
-                let num = |p: &str| v.pointer(p).and_then(Value::as_f64).unwrap_or(0.0);
-                step.established = num("/connections/established_at_start") as u64;
-                step.connect_s = num("/connect/duration_s");
-                step.checked_ok = num("/transfer/completed") as u64;
-                step.client_cpu_s = num("/cpu/total_s");
-                let c = crate::client::parse_echo_client(&v);
-                step.errors = c.errors;
-                step.error_text = c.error_text;
-            }
+            Ok(v) => fill_from_client(&mut step, &v, &w.samples, plan.load_s > 0),
             Err(_) => {
                 step.stopped_by = step.stopped_by.take().or_else(|| {
                     Some(format!(
@@ -233,15 +433,20 @@ fn run_step(bins: &Path, target: u64, hold_s: u64, rate: u64) -> Step {
         Err(e) => step.stopped_by = Some(format!("cannot run echo_client: {e}")),
     }
     let held = step.established.max(step.server_peak).max(1) as f64;
-    step.server_pss_per_conn = pss_peak.saturating_sub(pss0) as f64 * 1024.0 / held;
-    step.slab_per_conn = slab_peak.saturating_sub(slab0) as f64 * 1024.0 / held;
-    step.slab_peak_mib = slab_peak.saturating_sub(slab0) as f64 / 1024.0;
+    step.server_pss_per_conn = w.pss_peak.saturating_sub(pss0) as f64 * 1024.0 / held;
+    step.slab_per_conn = w.slab_peak.saturating_sub(slab0) as f64 * 1024.0 / held;
+    step.slab_peak_mib = w.slab_peak.saturating_sub(slab0) as f64 / 1024.0;
     eprintln!(
-        "bench: c1m step {}: {} established in {:.1} s, {} checked, stopped by {:?}, {:.0} s",
+        "bench: c1m {} {}: {} established in {:.1} s, {} answered, {} errors, {} msg/s \
+         (p99 {}), stopped by {:?}, {:.0} s",
+        design.name,
         thousands(target as f64),
         thousands(step.established as f64),
         step.connect_s,
-        thousands(step.checked_ok as f64),
+        thousands(step.answered as f64),
+        thousands(step.errors as f64),
+        thousands(step.msg_per_s),
+        latency(step.p99_us),
         step.stopped_by,
         t0.elapsed().as_secs_f64()
     );
@@ -250,41 +455,154 @@ fn run_step(bins: &Path, target: u64, hold_s: u64, rate: u64) -> Step {
     step
 }
 
-/// Runs the steps and writes docs/results/c1m.{md,json,svg} (or under `out`), returning the
-/// markdown table for docs/c10k.md.
+/// What echo_client's report says, and what the watchdog saw during its load phase (the
+/// window its report places on the wall clock).
+fn fill_from_client(step: &mut Step, v: &Value, samples: &[Sample], loaded: bool) {
+    let num = |p: &str| v.pointer(p).and_then(Value::as_f64).unwrap_or(0.0);
+    step.established = num("/connections/established_at_start") as u64;
+    step.connect_s = num("/connect/duration_s");
+    let c = crate::client::parse_echo_client(v);
+    step.answered = c.served_conns.map_or(0, |(served, _)| served);
+    step.errors = c.errors;
+    step.error_text = c.error_text;
+    if !loaded {
+        return;
+    }
+    step.load_s = num("/transfer/duration_s");
+    step.messages = c.completed.unwrap_or(0);
+    step.msg_per_s = c.rate.unwrap_or(0.0);
+    step.p50_us = c.p50_us.unwrap_or(0.0);
+    step.p99_us = c.p99_us.unwrap_or(0.0);
+    step.max_us = c.max_us.unwrap_or(0.0);
+    let (from, to) = (
+        num("/transfer/started_unix_s"),
+        num("/transfer/ended_unix_s"),
+    );
+    let w = window(samples, from, to);
+
+    step.server_cpu_load_s = w.server;
+    step.client_cpu_load_s = w.client;
+    step.softirq_load_s = w.softirq;
+    step.tcp_pages_peak = w.peak_pages;
+    // Just before the load: the last sample of the hold.
+    step.tcp_pages_idle = samples
+        .iter()
+        .rev()
+        .find(|s| s.at < from)
+        .map_or(0, |s| s.tcp_pages);
+}
+
+// ─── the run ────────────────────────────────────────────────────────────────────────────────
+
+/// What the command line asked for.
+pub struct Plan {
+    pub steps: Vec<u64>,
+    pub designs: Vec<&'static Design>,
+    pub hold_s: u64,
+    /// The load phase's length; 0: no load, each connection is checked once after the hold.
+    pub load_s: u64,
+    pub rate: u64,
+}
+
+/// Looks up `--c1m-designs` names.
+pub fn designs(names: &[String]) -> Result<Vec<&'static Design>, String> {
+    names
+        .iter()
+        .map(|n| {
+            DESIGNS.iter().find(|d| d.name == n).ok_or_else(|| {
+                let known: Vec<&str> = DESIGNS.iter().map(|d| d.name).collect();
+                format!(
+                    "--c1m-designs: no design {n:?} (known: {})",
+                    known.join(", ")
+                )
+            })
+        })
+        .collect()
+}
+
+/// Runs the steps of every design and writes docs/results/c1m.{md,json,svg} (or under `out`),
+/// returning the markdown for docs/c10k.md.
 pub fn run(
     bins: &Path,
-    steps: &[u64],
-    hold_s: u64,
-    rate: u64,
+    plan: &Plan,
     stamp: &crate::machine::Stamp,
     out: &Path,
 ) -> Result<String, String> {
     set_sysctls()?;
     let _restore = RestoreOnDrop;
     let mut rows = Vec::new();
-    for &n in steps {
-        let step = run_step(bins, n, hold_s, rate);
-        let reached = step.stopped_by.is_none() && step.established >= n;
-        rows.push(step);
-        if !reached {
-            break; // the ceiling: later steps cannot do better
+    for design in &plan.designs {
+        for &n in &plan.steps {
+            let step = run_step(bins, design, n, plan);
+            let reached = step.stopped_by.is_none() && step.established >= n;
+            rows.push(step);
+            if !reached {
+                break; // the ceiling: later steps cannot do better
+            }
         }
     }
     restore_sysctls();
 
+    let limits = tcp_mem_limits();
+    let md = page(&stamp.line(), &rows, limits);
+    std::fs::create_dir_all(out).map_err(|e| e.to_string())?;
+    std::fs::write(
+        out.join("c1m.md"),
+        format!("# One million connections\n\n{md}"),
+    )
+    .map_err(|e| e.to_string())?;
+    let raw: Vec<Value> = rows.iter().map(step_json).collect();
+    let json = json!({
+        "schema": 2, "stamp": stamp.json(), "load_s": plan.load_s, "hold_s": plan.hold_s,
+        "tcp_mem_pages": limits, "steps": raw,
+    });
+    std::fs::write(
+        out.join("c1m.json"),
+        serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    chart(out, &chart_rows(&raw));
+    Ok(md)
+}
+
+fn step_json(s: &Step) -> Value {
+    json!({
+        "design": s.design, "target": s.target, "established": s.established,
+        "server_peak": s.server_peak, "connect_s": s.connect_s, "answered": s.answered,
+        "errors": s.errors, "error_text": s.error_text,
+        "per_loop_min": s.per_loop.map(|p| p.0), "per_loop_max": s.per_loop.map(|p| p.1),
+        "server_pss_per_conn": s.server_pss_per_conn, "slab_per_conn": s.slab_per_conn,
+        "slab_peak_mib": s.slab_peak_mib, "load_s": s.load_s, "messages": s.messages,
+        "msg_per_s": s.msg_per_s, "p50_us": s.p50_us, "p99_us": s.p99_us, "max_us": s.max_us,
+        "server_cpu_load_s": s.server_cpu_load_s, "client_cpu_load_s": s.client_cpu_load_s,
+        "softirq_load_s": s.softirq_load_s,
+        "tcp_pages_idle": s.tcp_pages_idle, "tcp_pages_peak": s.tcp_pages_peak,
+        "memory_pressures": s.pressures, "stopped_by": s.stopped_by,
+    })
+}
+
+/// The block: the holding table, then (with a load phase) the load table.
+fn page(stamp_line: &str, rows: &[Step], limits: Option<[u64; 3]>) -> String {
     let mut md = format!(
-        "{}\n\n| connections asked | established (client) | peak held (server) | time to establish | checked after the hold | errors | server memory per conn (PSS) | kernel slab per conn | kernel slab | server CPU | client CPU | stopped by |\n|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|--:|---|\n",
-        stamp.line()
+        "{stamp_line}\n\n**Holding.** lesson 11 `--processes --distribute DESIGN`, one loop \
+         process per 15,000 connections; the connections idle for the hold.\n\n\
+         | design | connections asked | established (client) | peak held (server) | per loop (fewest–most) | time to establish | answered | errors | server memory per conn (PSS) | kernel slab per conn | kernel slab | stopped by |\n\
+         |---|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|---|\n"
     );
-    for s in &rows {
+    for s in rows {
         md += &format!(
-            "| {} | {} | {} | {:.1} s | {} | {} | {} B | {} B | {:.0} MiB | {:.1} s | {:.1} s | {} |\n",
+            "| `{}` | {} | {} | {} | {} | {:.1} s | {} | {} | {} B | {} B | {:.0} MiB | {} |\n",
+            s.design,
             thousands(s.target as f64),
             thousands(s.established as f64),
             thousands(s.server_peak as f64),
+            s.per_loop.map_or("–".into(), |(lo, hi)| format!(
+                "{}–{}",
+                thousands(lo as f64),
+                thousands(hi as f64)
+            )),
             s.connect_s,
-            thousands(s.checked_ok as f64),
+            thousands(s.answered as f64),
             if s.errors == 0 {
                 "none".to_string()
             } else {
@@ -293,8 +611,6 @@ pub fn run(
             thousands(s.server_pss_per_conn),
             thousands(s.slab_per_conn),
             s.slab_peak_mib,
-            s.server_cpu_s,
-            s.client_cpu_s,
             match &s.stopped_by {
                 Some(why) => why.clone(),
                 None if s.established >= s.target => "— (reached)".into(),
@@ -305,52 +621,115 @@ pub fn run(
             },
         );
     }
-    std::fs::create_dir_all(out).map_err(|e| e.to_string())?;
-    std::fs::write(
-        out.join("c1m.md"),
-        format!("# One million connections\n\n{md}"),
-    )
-    .map_err(|e| e.to_string())?;
-    let raw: Vec<Value> = rows
-        .iter()
-        .map(|s| {
-            json!({
-                "target": s.target, "established": s.established, "server_peak": s.server_peak,
-                "connect_s": s.connect_s, "checked_ok": s.checked_ok, "errors": s.errors,
-                "error_text": s.error_text, "server_pss_per_conn": s.server_pss_per_conn,
-                "slab_per_conn": s.slab_per_conn, "slab_peak_mib": s.slab_peak_mib,
-                "server_cpu_s": s.server_cpu_s, "client_cpu_s": s.client_cpu_s, "stopped_by": s.stopped_by,
-            })
-        })
-        .collect();
-    let json = json!({ "schema": 1, "stamp": stamp.json(), "steps": raw });
-    std::fs::write(
-        out.join("c1m.json"),
-        serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| e.to_string())?;
-    let steps: Vec<(u64, u64)> = rows.iter().map(|s| (s.target, s.established)).collect();
-    chart(out, &steps);
-    Ok(md)
+    let loaded: Vec<&Step> = rows.iter().filter(|s| s.load_s > 0.0).collect();
+    if loaded.is_empty() {
+        return md;
+    }
+    let mib = |pages: u64| pages as f64 * 4096.0 / (1024.0 * 1024.0);
+    md += &format!(
+        "\n**Under load.** After the hold, every connection runs echo_client's closed loop (a \
+         64-byte message, wait for its verified echo, the next) for the load phase; latency is \
+         send → echo verified, histograms merged over the client processes. CPU is each side's, \
+         over the load phase only (cores: CPU seconds ÷ seconds); softirq is the part of all \
+         CPU time spent in softirq (on loopback, mostly TCP's receive path, run by whichever \
+         process sent: it is inside the two sides' columns, not on top). TCP memory: the pages TCP \
+         charged system-wide (`mem` in /proc/net/sockstat), idle just before the load and at \
+         most during it{}.\n\n\
+         | design | seed's row | connections | load | messages/s | p50 | p99 | max | server CPU | client CPU | softirq | server CPU per message | TCP memory idle → peak | memory-pressure entries |\n\
+         |---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
+        limits.map_or(String::new(), |[_, pressure, high]| format!(
+            "; here `tcp_mem` puts TCP under pressure above {} pages ({:.0} MiB) and at its \
+             hard limit at {} pages ({:.0} MiB)",
+            thousands(pressure as f64),
+            mib(pressure),
+            thousands(high as f64),
+            mib(high)
+        ))
+    );
+    for s in loaded {
+        let seed = DESIGNS
+            .iter()
+            .find(|d| d.name == s.design)
+            .map_or("", |d| d.seed_row);
+        md += &format!(
+            "| `{}` | {} | {} | {:.0} s | {} | {} | {} | {} | {:.2} cores | {:.2} cores | {:.2} cores | {:.1} µs | {:.0} → {:.0} MiB | {} |\n",
+            s.design,
+            seed,
+            thousands(s.established as f64),
+            s.load_s,
+            thousands(s.msg_per_s),
+            latency(s.p50_us),
+            latency(s.p99_us),
+            latency(s.max_us),
+            s.server_cpu_load_s / s.load_s,
+            s.client_cpu_load_s / s.load_s,
+            s.softirq_load_s / s.load_s,
+            if s.messages > 0 {
+                s.server_cpu_load_s * 1e6 / s.messages as f64
+            } else {
+                0.0
+            },
+            mib(s.tcp_pages_idle),
+            mib(s.tcp_pages_peak),
+            thousands(s.pressures as f64),
+        );
+    }
+    md
 }
 
-/// c1m.svg: connections established per step, from (asked, established) pairs.
-fn chart(out: &Path, steps: &[(u64, u64)]) {
-    let bars: Vec<(String, Option<f64>, bool)> = steps
+/// One bar per step: (label, connections established, messages per second under load).
+fn chart_rows(steps: &[Value]) -> Vec<(String, u64, Option<f64>)> {
+    steps
         .iter()
-        .map(|&(asked, got)| (thousands(asked as f64), Some(got as f64), false))
+        .filter_map(|s| {
+            let target = s.get("target")?.as_u64()?;
+            // Schema 1 (one design, no load phase) had no "design".
+            let design = s
+                .get("design")
+                .and_then(Value::as_str)
+                .unwrap_or("reuseport");
+            Some((
+                format!("{design} {}", thousands(target as f64)),
+                s.get("established")?.as_u64()?,
+                s.get("msg_per_s")
+                    .and_then(Value::as_f64)
+                    .filter(|&r| r > 0.0),
+            ))
+        })
+        .collect()
+}
+
+/// c1m.svg: connections established per step; c1m-load.svg: messages per second under load.
+fn chart(out: &Path, steps: &[(String, u64, Option<f64>)]) {
+    let held: Vec<(String, Option<f64>, bool)> = steps
+        .iter()
+        .map(|(label, got, _)| (label.clone(), Some(*got as f64), false))
         .collect();
     if let Err(e) = crate::charts::bars(
         &out.join("c1m.svg"),
         "Connections established and held",
         "connections",
-        &bars,
+        &held,
     ) {
         eprintln!("bench: chart c1m: {e}");
     }
+    let load: Vec<(String, Option<f64>, bool)> = steps
+        .iter()
+        .map(|(label, _, rate)| (label.clone(), *rate, false))
+        .collect();
+    if load.iter().any(|b| b.1.is_some())
+        && let Err(e) = crate::charts::bars(
+            &out.join("c1m-load.svg"),
+            "Every connection in a closed loop: messages per second",
+            "messages per second",
+            &load,
+        )
+    {
+        eprintln!("bench: chart c1m-load: {e}");
+    }
 }
 
-/// `--rewrite-from`: redraws c1m.svg from the c1m.json beside the results, if there is one.
+/// `--rewrite-from`: redraws the charts from the c1m.json beside the results, if there is one.
 pub fn rechart(out: &Path) {
     let Some(v) = std::fs::read_to_string(out.join("c1m.json"))
         .ok()
@@ -358,16 +737,96 @@ pub fn rechart(out: &Path) {
     else {
         return;
     };
-    let steps: Vec<(u64, u64)> = v
+    let steps = v
         .get("steps")
         .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| Some((s.get("target")?.as_u64()?, s.get("established")?.as_u64()?)))
-                .collect()
-        })
+        .map(|a| chart_rows(a))
         .unwrap_or_default();
     if !steps.is_empty() {
         chart(out, &steps);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_kernels_tcp_memory() {
+        let sockstat = "sockets: used 11\nTCP: inuse 3 orphan 0 tw 918 alloc 3 mem 262\n\
+                        UDP: inuse 0 mem 7\n";
+        assert_eq!(tcp_mem_pages(sockstat), Some(262));
+        assert_eq!(tcp_mem_pages("sockets: used 1\n"), None);
+        let netstat = "TcpExt: SyncookiesSent TCPMemoryPressures TCPMemoryPressuresChrono\n\
+                       TcpExt: 0 17 4\nIpExt: InNoRoutes\nIpExt: 0\n";
+        assert_eq!(tcp_ext(netstat, "TCPMemoryPressures"), Some(17));
+        assert_eq!(tcp_ext(netstat, "TCPMemoryPressuresChrono"), Some(4));
+        assert_eq!(tcp_ext(netstat, "InNoRoutes"), None);
+        // This machine's own files parse (the run depends on them).
+        assert!(tcp_mem_pages(&read("/proc/net/sockstat")).is_some());
+        assert!(tcp_ext(&read("/proc/net/netstat"), "TCPMemoryPressures").is_some());
+        assert!(tcp_mem_limits().is_some_and(|[a, b, c]| a <= b && b <= c));
+        let stat = "cpu  10 0 20 30 0 0 250 0 0 0\ncpu0 5 0 10 15 0 0 125 0 0 0\n";
+        // SAFETY: sysconf only reads a constant of the running system.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        assert_eq!(softirq_seconds(stat), Some(250.0 / hz));
+        assert!(softirq_seconds(&read("/proc/stat")).is_some());
+    }
+
+    /// The load window's CPU is the cumulative series between its ends, interpolated between
+    /// samples; the TCP peak is the window's own, not the step's.
+    #[test]
+    fn a_window_takes_what_happened_inside_it() {
+        let s = |at: f64, server_cpu: f64, client_cpu: f64, tcp_pages: u64| Sample {
+            at,
+            server_cpu,
+            client_cpu,
+            softirq: at * 2.0, // both CPUs always in softirq: 2 s a second
+            tcp_pages,
+        };
+        let samples = [
+            s(100.0, 1.0, 2.0, 900), // the connect ramp
+            s(101.0, 1.0, 2.0, 10),  // the hold
+            s(102.0, 2.0, 3.0, 500), // load
+            s(103.0, 3.0, 5.0, 700), // load
+            s(104.0, 3.5, 5.5, 20),  // teardown
+        ];
+        let w = window(&samples, 101.5, 103.5);
+        assert!((w.server - (3.25 - 1.5)).abs() < 1e-9, "{w:?}");
+        assert!((w.client - (5.25 - 2.5)).abs() < 1e-9, "{w:?}");
+        assert!((w.softirq - 4.0).abs() < 1e-9, "{w:?}");
+        assert_eq!(w.peak_pages, 700);
+        // Outside the samples: clamped to the ends.
+        assert_eq!(value_at(&samples, 50.0, |s| s.server_cpu), 1.0);
+        assert_eq!(value_at(&samples, 500.0, |s| s.server_cpu), 3.5);
+    }
+
+    #[test]
+    fn the_page_shows_the_load_table_only_with_a_load_phase() {
+        let step = |load_s: f64| Step {
+            design: "acceptor".into(),
+            target: 1000,
+            established: 1000,
+            server_peak: 1000,
+            answered: 1000,
+            per_loop: Some((480, 520)),
+            load_s,
+            messages: 50_000,
+            msg_per_s: 5000.0,
+            p99_us: 12_000.0,
+            server_cpu_load_s: 5.0,
+            tcp_pages_peak: 256,
+            ..Step::default()
+        };
+        let held = page("stamp", &[step(0.0)], Some([1, 2, 3]));
+        assert!(held.contains("| `acceptor` | 1,000 | 1,000 | 1,000 | 480–520 |"));
+        assert!(!held.contains("Under load"));
+        let loaded = page("stamp", &[step(10.0)], Some([1, 2, 3]));
+        assert!(loaded.contains("| `acceptor` | workerpool (closest) | 1,000 | 10 s | 5,000 |"));
+        // 5 s of server CPU over 10 s; 5 s over 50,000 messages; 256 pages of 4 KiB.
+        assert!(loaded.contains("| 0.50 cores |"), "{loaded}");
+        assert!(loaded.contains("| 100.0 µs | 0 → 1 MiB |"), "{loaded}");
+        assert!(designs(&["nope".into()]).is_err());
+        assert_eq!(designs(&["acceptor".into()]).unwrap()[0].name, "acceptor"); // known
     }
 }

@@ -71,8 +71,9 @@ struct Args {
     #[arg(long, conflicts_with_all = ["full", "smoke", "scenario"])]
     reliability: bool,
     /// Instead of the ladder: one million concurrent connections, in steps, with the
-    /// multi-process reactor and echo_client --processes --source-ips. Changes sysctls (root)
-    /// and restores them. Writes docs/results/c1m.* and docs/c10k.md's block.
+    /// multi-process reactor (each of --c1m-designs) and echo_client --processes --source-ips:
+    /// held idle, then loaded. Changes sysctls (root) and restores them. Writes
+    /// docs/results/c1m.* and docs/c10k.md's block.
     #[arg(long, conflicts_with_all = ["full", "smoke", "scenario", "reliability"])]
     c1m: bool,
     /// The C1M steps, in connections.
@@ -99,9 +100,21 @@ struct Args {
     /// Only these targets, by id (with --targets; ids in docs/results/targets.md).
     #[arg(long, value_delimiter = ',', value_name = "IDS")]
     target: Vec<String>,
-    /// How long the C1M run holds the connections idle before checking them.
+    /// How long the C1M run holds the connections idle before loading them.
     #[arg(long, default_value_t = 20, value_name = "SECS")]
     c1m_hold: u64,
+    /// The C1M load phase: after the hold, every connection runs echo_client's closed loop for
+    /// this long. 0: no load, each connection is checked once after the hold.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    c1m_load: u64,
+    /// The C1M server designs (lesson 11 `--processes --distribute D`), run one after another.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "reuseport,acceptor",
+        value_name = "D,D"
+    )]
+    c1m_designs: Vec<String>,
     /// Connections opened per second in the C1M run (echo_client --connect-rate). Above what the
     /// two cores can accept (connections ÷ time to establish, in the table) connects pile up in
     /// the SYN queue, their retransmissions back off (1, 3, 7, 15, 31 s) and the slowest time out.
@@ -223,14 +236,14 @@ fn run_all(args: &Args) -> Result<(), String> {
         } else {
             root().join("docs/results")
         };
-        let md = c1m::run(
-            &bins,
-            &args.c1m_steps,
-            args.c1m_hold,
-            args.c1m_rate,
-            &stamp,
-            &out,
-        )?;
+        let plan = c1m::Plan {
+            steps: args.c1m_steps.clone(),
+            designs: c1m::designs(&args.c1m_designs)?,
+            hold_s: args.c1m_hold,
+            load_s: args.c1m_load,
+            rate: args.c1m_rate,
+        };
+        let md = c1m::run(&bins, &plan, &stamp, &out)?;
         println!("{md}");
         if !args.no_write {
             let path = root().join("docs/c10k.md");

@@ -6,6 +6,7 @@ use std::io::Read;
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -127,9 +128,20 @@ fn reap(pid: libc::pid_t, block: bool) -> Option<Option<f64>> {
 
 /// Runs a command to completion in its own process group, killed after `limit`.
 pub fn run_bounded(cmd: &mut Command, limit: Duration) -> std::io::Result<Finished> {
+    run_bounded_watched(cmd, limit, &AtomicI32::new(0))
+}
+
+/// [`run_bounded`], publishing the command's process group in `pgid` while it runs (0 before
+/// and after), for a thread that samples it meanwhile.
+pub fn run_bounded_watched(
+    cmd: &mut Command,
+    limit: Duration,
+    pgid_out: &AtomicI32,
+) -> std::io::Result<Finished> {
     let t0 = Instant::now();
     let mut child = spawn_in_group(cmd)?;
     let pgid = child.id() as i32;
+    pgid_out.store(pgid, Ordering::Relaxed);
     let ((out, out_reader), (err, err_reader)) = (
         drain_until_eof(child.stdout.take().expect("piped")),
         drain_until_eof(child.stderr.take().expect("piped")),
@@ -146,6 +158,7 @@ pub fn run_bounded(cmd: &mut Command, limit: Duration) -> std::io::Result<Finish
         }
         std::thread::sleep(Duration::from_millis(10));
     };
+    pgid_out.store(0, Ordering::Relaxed);
     kill_group(pgid); // anything the command left behind in its group
     // Let the drain threads read the last bytes: they end at end of file, which comes once the
     // group is gone. A fixed short sleep was not enough on a loaded machine (at `nice 19` beside

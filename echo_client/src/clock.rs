@@ -9,10 +9,26 @@ use std::sync::OnceLock;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 static BASE: OnceLock<Instant> = OnceLock::new();
+/// The wall-clock time (Unix seconds) read beside [`BASE`], to place the run's instants on the
+/// calendar for a report (`transfer.started_unix_s`): the harness lines them up with its own
+/// samples of the server.
+static WALL_BASE: OnceLock<f64> = OnceLock::new();
 
 /// Fixes the clock's origin. Call once in `main`, before any fork or thread.
 pub fn start() {
     BASE.get_or_init(Instant::now);
+    WALL_BASE.get_or_init(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+    });
+}
+
+/// The wall-clock time (Unix seconds) of the instant `ns` of this clock. Good to the
+/// microseconds between the two reads in [`start`] (and to any step of the wall clock since):
+/// enough to line a phase of seconds up with another process's samples.
+pub fn unix_at(ns: u64) -> f64 {
+    WALL_BASE.get().copied().unwrap_or(0.0) + secs(ns)
 }
 
 /// Nanoseconds since [`start`]: a vDSO clock_gettime(2), about 20 ns.

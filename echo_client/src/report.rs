@@ -110,6 +110,8 @@ impl<'a> Summary<'a> {
                 "unit": self.unit,
                 "completed": n.messages,
                 "duration_s": self.transfer_s,
+                "started_unix_s": clock::unix_at(n.transfer_start_ns),
+                "ended_unix_s": clock::unix_at(n.transfer_done_ns),
                 "per_s": self.per_s(n.messages, self.transfer_s),
                 "target_rate": plan.rate,
                 "bytes_sent": n.bytes_sent,

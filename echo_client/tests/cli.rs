@@ -199,6 +199,21 @@ fn json_fields_are_exactly_the_documented_ones() {
         );
         let started = j["started_at"].as_str().unwrap();
         assert!(started.len() == 20 && started.ends_with('Z'), "{started}");
+        // The transfer phase on the wall clock: it began within this test's minute, ended no
+        // later than now, and spans `duration_s`.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap() // the clock is past 1970
+            .as_secs_f64();
+        let t = &j["transfer"];
+        let (from, to) = (t["started_unix_s"].as_f64(), t["ended_unix_s"].as_f64());
+        let (from, to) = (from.unwrap(), to.unwrap()); // documented floats, checked above
+        assert!(
+            now - 60.0 < from && from <= to && to <= now,
+            "{from} {to} {now}"
+        );
+        let span = t["duration_s"].as_f64().unwrap();
+        assert!(((to - from) - span).abs() < 1e-3, "{from} {to} {span}");
     }
 }
 
