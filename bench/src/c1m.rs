@@ -51,11 +51,20 @@ pub struct Design {
     pub seed_row: &'static str,
 }
 
-/// Every design `--c1m-designs` may name, in the order the tables show them.
+/// Every design `--c1m-designs` may name. The seed's "multiple epoll" server is a SO_REUSEPORT
+/// listener and an epoll per goroutine; its "prefork" is a process per epoll, all accepting
+/// from one inherited listener; its "workerpool" one accept loop and one epoll feeding a pool.
+/// `exclusive` is not in the default run: EPOLLEXCLUSIVE wakes the loops in wait-queue order,
+/// so they fill one after another up to the descriptor cap, and a loop paused at the cap (out
+/// of descriptors) still takes the wake-ups while clients wait in the queue (docs/c10k.md).
 pub const DESIGNS: &[Design] = &[
     Design {
         name: "reuseport",
-        seed_row: "prefork; multiple epoll",
+        seed_row: "multiple epoll; prefork",
+    },
+    Design {
+        name: "exclusive",
+        seed_row: "prefork (one listener)",
     },
     Design {
         name: "acceptor",
@@ -446,7 +455,7 @@ fn run_step(bins: &Path, design: &Design, target: u64, plan: &Plan) -> Step {
         thousands(step.answered as f64),
         thousands(step.errors as f64),
         thousands(step.msg_per_s),
-        latency(step.p99_us),
+        wait(step.p99_us),
         step.stopped_by,
         t0.elapsed().as_secs_f64()
     );
@@ -581,11 +590,58 @@ fn step_json(s: &Step) -> Value {
     })
 }
 
+/// A latency cell: the tables' own format up to 10 s, then seconds (a million connections in a
+/// closed loop wait tens of seconds, which "33934 ms" makes hard to read).
+fn wait(us: f64) -> String {
+    if us >= 10e6 {
+        format!("{:.1} s", us / 1e6)
+    } else {
+        latency(us)
+    }
+}
+
+/// A step back from c1m.json (schema 2), for `--rewrite-from`.
+fn step_from_json(v: &Value) -> Step {
+    let f = |k: &str| v.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+    let n = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+    Step {
+        design: text("design").unwrap_or_default(),
+        target: n("target"),
+        established: n("established"),
+        server_peak: n("server_peak"),
+        connect_s: f("connect_s"),
+        answered: n("answered"),
+        errors: n("errors"),
+        error_text: text("error_text").unwrap_or_default(),
+        per_loop: (v.get("per_loop_min").and_then(Value::as_u64))
+            .zip(v.get("per_loop_max").and_then(Value::as_u64)),
+        server_pss_per_conn: f("server_pss_per_conn"),
+        slab_per_conn: f("slab_per_conn"),
+        slab_peak_mib: f("slab_peak_mib"),
+        load_s: f("load_s"),
+        messages: n("messages"),
+        msg_per_s: f("msg_per_s"),
+        p50_us: f("p50_us"),
+        p99_us: f("p99_us"),
+        max_us: f("max_us"),
+        server_cpu_load_s: f("server_cpu_load_s"),
+        client_cpu_load_s: f("client_cpu_load_s"),
+        softirq_load_s: f("softirq_load_s"),
+        tcp_pages_idle: n("tcp_pages_idle"),
+        tcp_pages_peak: n("tcp_pages_peak"),
+        pressures: n("memory_pressures"),
+        stopped_by: text("stopped_by"),
+    }
+}
+
 /// The block: the holding table, then (with a load phase) the load table.
 fn page(stamp_line: &str, rows: &[Step], limits: Option<[u64; 3]>) -> String {
     let mut md = format!(
         "{stamp_line}\n\n**Holding.** lesson 11 `--processes --distribute DESIGN`, one loop \
-         process per 15,000 connections; the connections idle for the hold.\n\n\
+         process per 15,000 connections; the connections idle for the hold. Answered: \
+         connections that completed at least one verified echo (in the load phase, or in the \
+         one check after the hold when there is none); errors: the client's, whole run.\n\n\
          | design | connections asked | established (client) | peak held (server) | per loop (fewest–most) | time to establish | answered | errors | server memory per conn (PSS) | kernel slab per conn | kernel slab | stopped by |\n\
          |---|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|---|\n"
     );
@@ -658,9 +714,9 @@ fn page(stamp_line: &str, rows: &[Step], limits: Option<[u64; 3]>) -> String {
             thousands(s.established as f64),
             s.load_s,
             thousands(s.msg_per_s),
-            latency(s.p50_us),
-            latency(s.p99_us),
-            latency(s.max_us),
+            wait(s.p50_us),
+            wait(s.p99_us),
+            wait(s.max_us),
             s.server_cpu_load_s / s.load_s,
             s.client_cpu_load_s / s.load_s,
             s.softirq_load_s / s.load_s,
@@ -729,22 +785,44 @@ fn chart(out: &Path, steps: &[(String, u64, Option<f64>)]) {
     }
 }
 
-/// `--rewrite-from`: redraws the charts from the c1m.json beside the results, if there is one.
-pub fn rechart(out: &Path) {
+/// `--rewrite-from`: rebuilds c1m.md and the charts from the c1m.json beside the results, if
+/// there is one, and docs/c10k.md's block unless `readmes` is false. A schema-1 file (before
+/// the load phase) only gets its chart redrawn: its table had other columns.
+pub fn rewrite(out: &Path, readmes: bool) -> Result<(), String> {
     let Some(v) = std::fs::read_to_string(out.join("c1m.json"))
         .ok()
         .and_then(|t| serde_json::from_str::<Value>(&t).ok())
     else {
-        return;
+        return Ok(());
     };
     let steps = v
         .get("steps")
         .and_then(Value::as_array)
-        .map(|a| chart_rows(a))
+        .cloned()
         .unwrap_or_default();
     if !steps.is_empty() {
-        chart(out, &steps);
+        chart(out, &chart_rows(&steps));
     }
+    if v.get("schema").and_then(Value::as_u64) != Some(2) {
+        return Ok(());
+    }
+    let rows: Vec<Step> = steps.iter().map(step_from_json).collect();
+    let limits = v
+        .get("tcp_mem_pages")
+        .and_then(|l| serde_json::from_value::<[u64; 3]>(l.clone()).ok());
+    let stamp = crate::machine::Stamp::from_json(&v["stamp"]);
+    let md = page(&stamp.line(), &rows, limits);
+    std::fs::write(
+        out.join("c1m.md"),
+        format!("# One million connections\n\n{md}"),
+    )
+    .map_err(|e| e.to_string())?;
+    if readmes {
+        let path = crate::root().join("docs/c10k.md");
+        crate::readme::rewrite(&path, "c1m", &md)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -826,6 +904,11 @@ mod tests {
         // 5 s of server CPU over 10 s; 5 s over 50,000 messages; 256 pages of 4 KiB.
         assert!(loaded.contains("| 0.50 cores |"), "{loaded}");
         assert!(loaded.contains("| 100.0 µs | 0 → 1 MiB |"), "{loaded}");
+        // What c1m.json keeps is what the page is rebuilt from.
+        let back = step_from_json(&step_json(&step(10.0)));
+        assert_eq!(page("stamp", &[back], Some([1, 2, 3])), loaded);
+        assert_eq!(wait(33_934_000.0), "33.9 s");
+        assert_eq!(wait(9_999.0), latency(9_999.0));
         assert!(designs(&["nope".into()]).is_err());
         assert_eq!(designs(&["acceptor".into()]).unwrap()[0].name, "acceptor"); // known
     }

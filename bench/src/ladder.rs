@@ -906,7 +906,7 @@ pub fn rewrite_from(path: &Path, readmes: bool) -> Result<(), String> {
     let out = path
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    crate::c1m::rechart(&out);
+    crate::c1m::rewrite(&out, readmes)?;
     report(&res, &out, readmes)
 }
 
