@@ -247,6 +247,8 @@ fn window(samples: &[Sample], from: f64, to: f64) -> Window {
 struct Step {
     design: String,
     target: u64,
+    /// Which round of `--c1m-rounds` (1-based).
+    round: u32,
     established: u64,
     server_peak: u64,
     connect_s: f64,
@@ -291,6 +293,7 @@ fn run_step(bins: &Path, design: &Design, target: u64, plan: &Plan) -> Step {
     let mut step = Step {
         design: design.name.into(),
         target,
+        round: 1,
         ..Step::default()
     };
     let loops = target.div_ceil(PER_PROCESS).max(2);
@@ -511,6 +514,8 @@ pub struct Plan {
     /// The load phase's length; 0: no load, each connection is checked once after the hold.
     pub load_s: u64,
     pub rate: u64,
+    /// Runs of every (design, step); the tables show the median round and the range.
+    pub rounds: u32,
 }
 
 /// Looks up `--c1m-designs` names.
@@ -540,13 +545,25 @@ pub fn run(
     set_sysctls()?;
     let _restore = RestoreOnDrop;
     let mut rows = Vec::new();
-    for design in &plan.designs {
-        for &n in &plan.steps {
-            let step = run_step(bins, design, n, plan);
-            let reached = step.stopped_by.is_none() && step.established >= n;
-            rows.push(step);
-            if !reached {
-                break; // the ceiling: later steps cannot do better
+    // Designs that met their ceiling: their later steps cannot do better.
+    let mut stopped: Vec<&str> = Vec::new();
+    for &n in &plan.steps {
+        for round in 1..=plan.rounds.max(1) {
+            // Each round starts with another design, so that none always runs right after
+            // the same neighbour (TIME_WAIT, slab left over): alternating rounds, as --targets.
+            let mut order = plan.designs.clone();
+            let turn = (round as usize - 1) % order.len().max(1);
+            order.rotate_left(turn);
+            for design in order {
+                if stopped.contains(&design.name) {
+                    continue;
+                }
+                let mut step = run_step(bins, design, n, plan);
+                step.round = round;
+                if step.stopped_by.is_some() || step.established < n {
+                    stopped.push(design.name);
+                }
+                rows.push(step);
             }
         }
     }
@@ -563,6 +580,7 @@ pub fn run(
     let raw: Vec<Value> = rows.iter().map(step_json).collect();
     let json = json!({
         "schema": 2, "stamp": stamp.json(), "load_s": plan.load_s, "hold_s": plan.hold_s,
+        "rounds": plan.rounds,
         "tcp_mem_pages": limits, "steps": raw,
     });
     std::fs::write(
@@ -570,13 +588,13 @@ pub fn run(
         serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?,
     )
     .map_err(|e| e.to_string())?;
-    chart(out, &chart_rows(&raw));
+    chart(out, &aggregate(&rows));
     Ok(md)
 }
 
 fn step_json(s: &Step) -> Value {
     json!({
-        "design": s.design, "target": s.target, "established": s.established,
+        "design": s.design, "target": s.target, "round": s.round, "established": s.established,
         "server_peak": s.server_peak, "connect_s": s.connect_s, "answered": s.answered,
         "errors": s.errors, "error_text": s.error_text,
         "per_loop_min": s.per_loop.map(|p| p.0), "per_loop_max": s.per_loop.map(|p| p.1),
@@ -608,6 +626,7 @@ fn step_from_json(v: &Value) -> Step {
     Step {
         design: text("design").unwrap_or_default(),
         target: n("target"),
+        round: n("round").max(1) as u32,
         established: n("established"),
         server_peak: n("server_peak"),
         connect_s: f("connect_s"),
@@ -635,6 +654,93 @@ fn step_from_json(v: &Value) -> Step {
     }
 }
 
+/// One (design, step) of the tables, over its rounds.
+struct Agg<'a> {
+    /// The round shown: the median by messages per second (by time to establish when there
+    /// was no load phase); with an even count, the lower of the middle two.
+    median: &'a Step,
+    rounds: usize,
+    /// The worst over the rounds: the fewest answered, every round's errors, the extremes of
+    /// the per-loop counts, the first reason a round stopped.
+    answered: u64,
+    errors: u64,
+    error_text: String,
+    per_loop: Option<(u64, u64)>,
+    stopped_by: Option<String>,
+    /// (lowest, highest) over the rounds.
+    rate: (f64, f64),
+    p50: (f64, f64),
+    p99: (f64, f64),
+}
+
+/// Groups the runs by (design, step), designs in [`DESIGNS`] order, steps ascending.
+fn aggregate(rows: &[Step]) -> Vec<Agg<'_>> {
+    let rank = |d: &str| {
+        DESIGNS
+            .iter()
+            .position(|x| x.name == d)
+            .unwrap_or(usize::MAX)
+    };
+    let mut keys: Vec<(usize, u64, &str)> = rows
+        .iter()
+        .map(|s| (rank(&s.design), s.target, s.design.as_str()))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys.into_iter()
+        .map(|(_, target, design)| {
+            let mut runs: Vec<&Step> = (rows.iter())
+                .filter(|s| s.design == design && s.target == target)
+                .collect();
+            let by = |s: &&Step| {
+                if s.load_s > 0.0 {
+                    s.msg_per_s
+                } else {
+                    -s.connect_s
+                }
+            };
+            runs.sort_by(|a, b| by(a).total_cmp(&by(b)));
+            let span = |f: fn(&Step) -> f64| {
+                let v = runs.iter().map(|s| f(s));
+                (
+                    v.clone().fold(f64::INFINITY, f64::min),
+                    v.fold(0.0, f64::max),
+                )
+            };
+            let loops = runs.iter().filter_map(|s| s.per_loop);
+            Agg {
+                median: runs[(runs.len() - 1) / 2], // a key exists only with a run behind it
+                rounds: runs.len(),
+                answered: runs.iter().map(|s| s.answered).min().unwrap_or(0),
+                errors: runs.iter().map(|s| s.errors).sum(),
+                error_text: (runs.iter())
+                    .filter(|s| s.errors > 0)
+                    .map(|s| s.error_text.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                per_loop: loops
+                    .clone()
+                    .map(|p| p.0)
+                    .min()
+                    .zip(loops.map(|p| p.1).max()),
+                stopped_by: runs.iter().find_map(|s| s.stopped_by.clone()),
+                rate: span(|s| s.msg_per_s),
+                p50: span(|s| s.p50_us),
+                p99: span(|s| s.p99_us),
+            }
+        })
+        .collect()
+}
+
+/// A cell with the rounds' range after it, when there was more than one round.
+fn ranged(rounds: usize, show: fn(f64) -> String, median: f64, (lo, hi): (f64, f64)) -> String {
+    if rounds > 1 {
+        format!("{} ({}–{})", show(median), show(lo), show(hi))
+    } else {
+        show(median)
+    }
+}
+
 /// The block: the holding table, then (with a load phase) the load table.
 fn page(stamp_line: &str, rows: &[Step], limits: Option<[u64; 3]>) -> String {
     let mut md = format!(
@@ -645,29 +751,31 @@ fn page(stamp_line: &str, rows: &[Step], limits: Option<[u64; 3]>) -> String {
          | design | connections asked | established (client) | peak held (server) | per loop (fewest–most) | time to establish | answered | errors | server memory per conn (PSS) | kernel slab per conn | kernel slab | stopped by |\n\
          |---|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|---|\n"
     );
-    for s in rows {
+    let aggs = aggregate(rows);
+    for a in &aggs {
+        let s = a.median;
         md += &format!(
             "| `{}` | {} | {} | {} | {} | {:.1} s | {} | {} | {} B | {} B | {:.0} MiB | {} |\n",
             s.design,
             thousands(s.target as f64),
             thousands(s.established as f64),
             thousands(s.server_peak as f64),
-            s.per_loop.map_or("–".into(), |(lo, hi)| format!(
+            a.per_loop.map_or("–".into(), |(lo, hi)| format!(
                 "{}–{}",
                 thousands(lo as f64),
                 thousands(hi as f64)
             )),
             s.connect_s,
-            thousands(s.answered as f64),
-            if s.errors == 0 {
+            thousands(a.answered as f64),
+            if a.errors == 0 {
                 "none".to_string()
             } else {
-                s.error_text.clone()
+                a.error_text.clone()
             },
             thousands(s.server_pss_per_conn),
             thousands(s.slab_per_conn),
             s.slab_peak_mib,
-            match &s.stopped_by {
+            match &a.stopped_by {
                 Some(why) => why.clone(),
                 None if s.established >= s.target => "— (reached)".into(),
                 None => format!(
@@ -677,7 +785,8 @@ fn page(stamp_line: &str, rows: &[Step], limits: Option<[u64; 3]>) -> String {
             },
         );
     }
-    let loaded: Vec<&Step> = rows.iter().filter(|s| s.load_s > 0.0).collect();
+    let loaded: Vec<&Agg> = aggs.iter().filter(|a| a.median.load_s > 0.0).collect();
+    let rounds = aggs.iter().map(|a| a.rounds).max().unwrap_or(1);
     if loaded.is_empty() {
         return md;
     }
@@ -690,7 +799,7 @@ fn page(stamp_line: &str, rows: &[Step], limits: Option<[u64; 3]>) -> String {
          CPU time spent in softirq (on loopback, mostly TCP's receive path, run by whichever \
          process sent: it is inside the two sides' columns, not on top). TCP memory: the pages TCP \
          charged system-wide (`mem` in /proc/net/sockstat), idle just before the load and at \
-         most during it{}.\n\n\
+         most during it{}.{}\n\n\
          | design | seed's row | connections | load | messages/s | p50 | p99 | max | server CPU | client CPU | softirq | server CPU per message | TCP memory idle → peak | memory-pressure entries |\n\
          |---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
         limits.map_or(String::new(), |[_, pressure, high]| format!(
@@ -700,9 +809,18 @@ fn page(stamp_line: &str, rows: &[Step], limits: Option<[u64; 3]>) -> String {
             mib(pressure),
             thousands(high as f64),
             mib(high)
-        ))
+        )),
+        if rounds > 1 {
+            format!(
+                " Each row is the median of {rounds} rounds (by messages/s), the rounds' range \
+                 in brackets; the designs take turns going first."
+            )
+        } else {
+            String::new()
+        }
     );
-    for s in loaded {
+    for a in loaded {
+        let s = a.median;
         let seed = DESIGNS
             .iter()
             .find(|d| d.name == s.design)
@@ -713,9 +831,9 @@ fn page(stamp_line: &str, rows: &[Step], limits: Option<[u64; 3]>) -> String {
             seed,
             thousands(s.established as f64),
             s.load_s,
-            thousands(s.msg_per_s),
-            wait(s.p50_us),
-            wait(s.p99_us),
+            ranged(a.rounds, thousands, s.msg_per_s, a.rate),
+            ranged(a.rounds, wait, s.p50_us, a.p50),
+            ranged(a.rounds, wait, s.p99_us, a.p99),
             wait(s.max_us),
             s.server_cpu_load_s / s.load_s,
             s.client_cpu_load_s / s.load_s,
@@ -733,33 +851,12 @@ fn page(stamp_line: &str, rows: &[Step], limits: Option<[u64; 3]>) -> String {
     md
 }
 
-/// One bar per step: (label, connections established, messages per second under load).
-fn chart_rows(steps: &[Value]) -> Vec<(String, u64, Option<f64>)> {
-    steps
-        .iter()
-        .filter_map(|s| {
-            let target = s.get("target")?.as_u64()?;
-            // Schema 1 (one design, no load phase) had no "design".
-            let design = s
-                .get("design")
-                .and_then(Value::as_str)
-                .unwrap_or("reuseport");
-            Some((
-                format!("{design} {}", thousands(target as f64)),
-                s.get("established")?.as_u64()?,
-                s.get("msg_per_s")
-                    .and_then(Value::as_f64)
-                    .filter(|&r| r > 0.0),
-            ))
-        })
-        .collect()
-}
-
 /// c1m.svg: connections established per step; c1m-load.svg: messages per second under load.
-fn chart(out: &Path, steps: &[(String, u64, Option<f64>)]) {
-    let held: Vec<(String, Option<f64>, bool)> = steps
+fn chart(out: &Path, aggs: &[Agg]) {
+    let label = |a: &Agg| format!("{} {}", a.median.design, thousands(a.median.target as f64));
+    let held: Vec<(String, Option<f64>, bool)> = aggs
         .iter()
-        .map(|(label, got, _)| (label.clone(), Some(*got as f64), false))
+        .map(|a| (label(a), Some(a.median.established as f64), false))
         .collect();
     if let Err(e) = crate::charts::bars(
         &out.join("c1m.svg"),
@@ -769,9 +866,15 @@ fn chart(out: &Path, steps: &[(String, u64, Option<f64>)]) {
     ) {
         eprintln!("bench: chart c1m: {e}");
     }
-    let load: Vec<(String, Option<f64>, bool)> = steps
+    let load: Vec<(String, Option<f64>, bool)> = aggs
         .iter()
-        .map(|(label, _, rate)| (label.clone(), *rate, false))
+        .map(|a| {
+            (
+                label(a),
+                Some(a.median.msg_per_s).filter(|&r| r > 0.0),
+                false,
+            )
+        })
         .collect();
     if load.iter().any(|b| b.1.is_some())
         && let Err(e) = crate::charts::bars(
@@ -787,7 +890,7 @@ fn chart(out: &Path, steps: &[(String, u64, Option<f64>)]) {
 
 /// `--rewrite-from`: rebuilds c1m.md and the charts from the c1m.json beside the results, if
 /// there is one, and docs/c10k.md's block unless `readmes` is false. A schema-1 file (before
-/// the load phase) only gets its chart redrawn: its table had other columns.
+/// the load phase) is left as it is: its table had other columns.
 pub fn rewrite(out: &Path, readmes: bool) -> Result<(), String> {
     let Some(v) = std::fs::read_to_string(out.join("c1m.json"))
         .ok()
@@ -795,18 +898,12 @@ pub fn rewrite(out: &Path, readmes: bool) -> Result<(), String> {
     else {
         return Ok(());
     };
-    let steps = v
-        .get("steps")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    if !steps.is_empty() {
-        chart(out, &chart_rows(&steps));
-    }
     if v.get("schema").and_then(Value::as_u64) != Some(2) {
         return Ok(());
     }
-    let rows: Vec<Step> = steps.iter().map(step_from_json).collect();
+    let steps = v.get("steps").and_then(Value::as_array);
+    let rows: Vec<Step> = steps.into_iter().flatten().map(step_from_json).collect();
+    chart(out, &aggregate(&rows));
     let limits = v
         .get("tcp_mem_pages")
         .and_then(|l| serde_json::from_value::<[u64; 3]>(l.clone()).ok());
@@ -877,6 +974,54 @@ mod tests {
         // Outside the samples: clamped to the ends.
         assert_eq!(value_at(&samples, 50.0, |s| s.server_cpu), 1.0);
         assert_eq!(value_at(&samples, 500.0, |s| s.server_cpu), 3.5);
+    }
+
+    /// Rounds fold into one row: the median round by rate, each figure's range, the worst of
+    /// what went wrong; designs in their table order whatever order they ran in.
+    #[test]
+    fn rounds_show_the_median_round_and_the_range() {
+        let run = |design: &str, round: u32, rate: f64, answered: u64, errors: u64| Step {
+            design: design.into(),
+            target: 1000,
+            round,
+            established: 1000,
+            answered,
+            errors,
+            error_text: format!("reset {errors}"),
+            per_loop: Some((490 + u64::from(round), 510 + u64::from(round))),
+            load_s: 10.0,
+            msg_per_s: rate,
+            p50_us: 1e9 / rate, // Little: 1,000 connections ÷ rate, in µs
+            p99_us: 2e9 / rate,
+            ..Step::default()
+        };
+        let rows = [
+            run("acceptor", 1, 5000.0, 1000, 0),
+            run("reuseport", 1, 4000.0, 1000, 0),
+            run("acceptor", 2, 4000.0, 998, 2),
+            run("reuseport", 2, 6000.0, 1000, 0),
+            run("acceptor", 3, 6000.0, 1000, 1),
+            run("reuseport", 3, 5000.0, 1000, 0),
+        ];
+        let aggs = aggregate(&rows);
+        assert_eq!(aggs.len(), 2);
+        assert_eq!(aggs[0].median.design, "reuseport"); // DESIGNS order
+        assert_eq!((aggs[0].median.round, aggs[0].rate), (3, (4000.0, 6000.0)));
+        let a = &aggs[1];
+        assert_eq!((a.median.round, a.rounds), (1, 3));
+        assert_eq!((a.answered, a.errors), (998, 3));
+        assert_eq!(a.error_text, "reset 2; reset 1");
+        assert_eq!(a.per_loop, Some((491, 513)));
+        assert_eq!(a.p50, (1e9 / 6000.0, 1e9 / 4000.0));
+        let md = page("stamp", &rows, None);
+        assert!(md.contains("median of 3 rounds"), "{md}");
+        assert!(
+            md.contains("| 5,000 (4,000–6,000) | 200 ms (167 ms–250 ms) |"),
+            "{md}"
+        );
+        assert!(md.contains("| 998 | reset 2; reset 1 |"), "{md}");
+        // One round: no brackets.
+        assert!(!page("stamp", &rows[..2], None).contains("(4,000–"));
     }
 
     #[test]

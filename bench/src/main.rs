@@ -115,6 +115,9 @@ struct Args {
         value_name = "D,D"
     )]
     c1m_designs: Vec<String>,
+    /// Runs of every C1M design and step: the tables show the median round and the range.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    c1m_rounds: u32,
     /// Connections opened per second in the C1M run (echo_client --connect-rate). Above what the
     /// two cores can accept (connections ÷ time to establish, in the table) connects pile up in
     /// the SYN queue, their retransmissions back off (1, 3, 7, 15, 31 s) and the slowest time out.
@@ -242,6 +245,7 @@ fn run_all(args: &Args) -> Result<(), String> {
             hold_s: args.c1m_hold,
             load_s: args.c1m_load,
             rate: args.c1m_rate,
+            rounds: args.c1m_rounds,
         };
         let md = c1m::run(&bins, &plan, &stamp, &out)?;
         println!("{md}");
