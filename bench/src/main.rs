@@ -107,7 +107,7 @@ struct Args {
     /// this long. 0: no load, each connection is checked once after the hold.
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     c1m_load: u64,
-    /// The C1M server designs (lesson 11 `--processes --distribute D`), run one after another.
+    /// The C1M server designs (lesson 11 `--processes --distribute D`), taking turns at each step.
     #[arg(
         long,
         value_delimiter = ',',
