@@ -22,6 +22,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
+use crate::procfs::{
+    meminfo_kib, memory_pressures, read, softirq_seconds, tcp_mem_limits, tcp_mem_pages,
+};
 use crate::procs::{self, ServerRun};
 use crate::results::{latency, thousands};
 
@@ -110,72 +113,6 @@ impl Drop for RestoreOnDrop {
     fn drop(&mut self) {
         restore_sysctls();
     }
-}
-
-// ─── what the kernel says ───────────────────────────────────────────────────────────────────
-
-fn meminfo_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix(field)?
-                    .split_whitespace()
-                    .next()?
-                    .parse()
-                    .ok()
-            })
-        })
-        .unwrap_or(0)
-}
-
-/// The pages TCP has charged to `tcp_mem` (the `mem` of the `TCP:` line of /proc/net/sockstat:
-/// `tcp_memory_allocated`, buffers holding data, system-wide).
-fn tcp_mem_pages(sockstat: &str) -> Option<u64> {
-    let line = sockstat.lines().find(|l| l.starts_with("TCP:"))?;
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let at = words.iter().position(|w| *w == "mem")?;
-    words.get(at + 1)?.parse().ok()
-}
-
-/// A counter of the `TcpExt:` lines of /proc/net/netstat (a line of names, then one of values).
-fn tcp_ext(netstat: &str, name: &str) -> Option<u64> {
-    let mut lines = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
-    let (names, values) = (lines.next()?, lines.next()?);
-    let at = names.split_whitespace().position(|n| n == name)?;
-    values.split_whitespace().nth(at)?.parse().ok()
-}
-
-fn read(path: &str) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
-
-/// How often TCP entered memory pressure since boot (`TCPMemoryPressures`).
-fn memory_pressures() -> u64 {
-    tcp_ext(&read("/proc/net/netstat"), "TCPMemoryPressures").unwrap_or(0)
-}
-
-/// `tcp_mem`'s three thresholds, in pages: below the first TCP does not regulate; above the
-/// second it is under pressure (buffers are moderated); above the third a socket gets no more
-/// than its minimum (tcp(7)).
-fn tcp_mem_limits() -> Option<[u64; 3]> {
-    let v: Vec<u64> = read("/proc/sys/net/ipv4/tcp_mem")
-        .split_whitespace()
-        .filter_map(|n| n.parse().ok())
-        .collect();
-    v.try_into().ok()
-}
-
-/// Seconds all CPUs spent in softirq since boot (/proc/stat, the `cpu` line's seventh field, in
-/// USER_HZ ticks). On loopback the receiving half of TCP runs there, mostly in the context of
-/// the process that sent (this kernel samples it per tick and charges the tick to that process
-/// too: CONFIG_IRQ_TIME_ACCOUNTING is off), so it is a share of the sides' CPU, not an addition.
-fn softirq_seconds(stat: &str) -> Option<f64> {
-    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
-    let ticks: f64 = line.split_whitespace().nth(7)?.parse().ok()?;
-    // SAFETY: sysconf only reads a constant of the running system.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    Some(ticks / hz)
 }
 
 fn unix_now() -> f64 {
@@ -285,7 +222,6 @@ struct Step {
 struct Watch {
     samples: Vec<Sample>,
     slab_peak: u64,
-    pss_peak: u64,
     memory_stop: Option<String>,
 }
 
@@ -314,7 +250,7 @@ fn run_step(bins: &Path, design: &Design, target: u64, plan: &Plan) -> Step {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let slab0 = meminfo_kib("Slab:");
+    let slab0 = meminfo_kib("Slab:").unwrap_or(0);
     let pressures0 = memory_pressures();
     let mut server = match ServerRun::start(&server_bin.to_string_lossy(), &args) {
         Ok(s) => s,
@@ -327,8 +263,9 @@ fn run_step(bins: &Path, design: &Design, target: u64, plan: &Plan) -> Step {
     let pss0 = crate::procfs::sample(server.pgid).pss_kib;
     server.start_sampling();
 
-    // Watchdog: samples slab, server PSS, both sides' CPU and TCP's pages, and stops everything
-    // if the machine runs short of memory (the step's ceiling).
+    // Watchdog: samples slab, both sides' CPU and TCP's pages, and stops everything if the
+    // machine runs short of memory (the step's ceiling). The server's memory (PSS) has its own
+    // sampler, started above: ServerRun's, whose peak `stop` returns.
     let stop = Arc::new(AtomicBool::new(false));
     let client_pgid = Arc::new(AtomicI32::new(0));
     let watch = Arc::new(Mutex::new(Watch::default()));
@@ -336,16 +273,9 @@ fn run_step(bins: &Path, design: &Design, target: u64, plan: &Plan) -> Step {
         let (stop, watch, pgid) = (stop.clone(), watch.clone(), server.pgid);
         let client_pgid = client_pgid.clone();
         std::thread::spawn(move || {
-            let mut last_pss = 0;
             let mut client_cpu = 0.0;
-            let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let slab = meminfo_kib("Slab:");
-                // PSS walks every loop process's page tables: every other sample is enough.
-                if n.is_multiple_of(2) {
-                    last_pss = crate::procfs::sample(pgid).pss_kib;
-                }
-                n += 1;
+                let slab = meminfo_kib("Slab:").unwrap_or(0);
                 // The client's group exists only while it runs; keep its last value after.
                 let c = client_pgid.load(Ordering::Relaxed);
                 if c != 0 {
@@ -361,8 +291,8 @@ fn run_step(bins: &Path, design: &Design, target: u64, plan: &Plan) -> Step {
                 let mut w = watch.lock().unwrap_or_else(|e| e.into_inner());
                 w.samples.push(sample);
                 w.slab_peak = w.slab_peak.max(slab);
-                w.pss_peak = w.pss_peak.max(last_pss);
-                if meminfo_kib("MemAvailable:") < MEM_FLOOR_KIB && w.memory_stop.is_none() {
+                let short = meminfo_kib("MemAvailable:").is_some_and(|k| k < MEM_FLOOR_KIB);
+                if short && w.memory_stop.is_none() {
                     w.memory_stop = Some(format!(
                         "memory: MemAvailable fell under {} MiB",
                         MEM_FLOOR_KIB / 1024
@@ -445,7 +375,7 @@ fn run_step(bins: &Path, design: &Design, target: u64, plan: &Plan) -> Step {
         Err(e) => step.stopped_by = Some(format!("cannot run echo_client: {e}")),
     }
     let held = step.established.max(step.server_peak).max(1) as f64;
-    step.server_pss_per_conn = w.pss_peak.saturating_sub(pss0) as f64 * 1024.0 / held;
+    step.server_pss_per_conn = stopped.peak.pss_kib.saturating_sub(pss0) as f64 * 1024.0 / held;
     step.slab_per_conn = w.slab_peak.saturating_sub(slab0) as f64 * 1024.0 / held;
     step.slab_peak_mib = w.slab_peak.saturating_sub(slab0) as f64 / 1024.0;
     eprintln!(
@@ -925,28 +855,6 @@ pub fn rewrite(out: &Path, readmes: bool) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_the_kernels_tcp_memory() {
-        let sockstat = "sockets: used 11\nTCP: inuse 3 orphan 0 tw 918 alloc 3 mem 262\n\
-                        UDP: inuse 0 mem 7\n";
-        assert_eq!(tcp_mem_pages(sockstat), Some(262));
-        assert_eq!(tcp_mem_pages("sockets: used 1\n"), None);
-        let netstat = "TcpExt: SyncookiesSent TCPMemoryPressures TCPMemoryPressuresChrono\n\
-                       TcpExt: 0 17 4\nIpExt: InNoRoutes\nIpExt: 0\n";
-        assert_eq!(tcp_ext(netstat, "TCPMemoryPressures"), Some(17));
-        assert_eq!(tcp_ext(netstat, "TCPMemoryPressuresChrono"), Some(4));
-        assert_eq!(tcp_ext(netstat, "InNoRoutes"), None);
-        // This machine's own files parse (the run depends on them).
-        assert!(tcp_mem_pages(&read("/proc/net/sockstat")).is_some());
-        assert!(tcp_ext(&read("/proc/net/netstat"), "TCPMemoryPressures").is_some());
-        assert!(tcp_mem_limits().is_some_and(|[a, b, c]| a <= b && b <= c));
-        let stat = "cpu  10 0 20 30 0 0 250 0 0 0\ncpu0 5 0 10 15 0 0 125 0 0 0\n";
-        // SAFETY: sysconf only reads a constant of the running system.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        assert_eq!(softirq_seconds(stat), Some(250.0 / hz));
-        assert!(softirq_seconds(&read("/proc/stat")).is_some());
-    }
 
     /// The load window's CPU is the cumulative series between its ends, interpolated between
     /// samples; the TCP peak is the window's own, not the step's.

@@ -1,7 +1,8 @@
 //! What a server holds, read from /proc for its whole process group (forked children
 //! included): proportional memory, threads, and for the held sweep where that memory lies
 //! ([`breakdown`]: stacks, other anonymous, files, page tables, kernel stacks). Its CPU:
-//! `conformance::server::group_cpu_seconds`.
+//! `conformance::server::group_cpu_seconds`. And what the whole machine says that a run
+//! reads beside it: /proc/meminfo, TCP's buffer pages and memory-pressure count, softirq time.
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -179,8 +180,8 @@ pub fn split_smaps(mut smaps: impl BufRead, sps: &[u64]) -> Breakdown {
     b
 }
 
-/// A field of /proc/meminfo in KiB.
-fn meminfo_kib(name: &str) -> Option<u64> {
+/// A field of /proc/meminfo in KiB (`Slab:`, `MemAvailable:`, …).
+pub fn meminfo_kib(name: &str) -> Option<u64> {
     field("/proc/meminfo", name)
 }
 
@@ -208,8 +209,7 @@ pub fn breakdown(pgid: i32) -> Breakdown {
 /// (`comm`, what `top -H` shows: lesson 11 names its loops `loop-0`, `loop-1`, …), in thread
 /// order. A thread that ends while it is read is left out.
 pub fn thread_cpu(pid: i32) -> Vec<(String, f64)> {
-    // SAFETY: sysconf only reads a constant of the running system.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let hz = ticks_per_second();
     let Ok(dir) = fs::read_dir(format!("/proc/{pid}/task")) else {
         return Vec::new();
     };
@@ -240,6 +240,62 @@ fn stat_cpu_ticks(stat: &str) -> Option<f64> {
     let (_, after) = stat.rsplit_once(')')?;
     let f: Vec<&str> = after.split_whitespace().collect();
     Some(f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?)
+}
+
+// ─── the whole machine: TCP's memory, softirq time ──────────────────────────────────────────
+
+/// USER_HZ: the unit of /proc's CPU times (stat files, /proc/stat).
+pub fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf only reads a constant of the running system.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
+}
+
+/// The pages TCP has charged to `tcp_mem` (the `mem` of the `TCP:` line of /proc/net/sockstat:
+/// `tcp_memory_allocated`, buffers holding data, system-wide).
+pub fn tcp_mem_pages(sockstat: &str) -> Option<u64> {
+    let line = sockstat.lines().find(|l| l.starts_with("TCP:"))?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let at = words.iter().position(|w| *w == "mem")?;
+    words.get(at + 1)?.parse().ok()
+}
+
+/// A counter of the `TcpExt:` lines of /proc/net/netstat (a line of names, then one of values).
+pub fn tcp_ext(netstat: &str, name: &str) -> Option<u64> {
+    let mut lines = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (lines.next()?, lines.next()?);
+    let at = names.split_whitespace().position(|n| n == name)?;
+    values.split_whitespace().nth(at)?.parse().ok()
+}
+
+/// A /proc or /sys text file, empty if it cannot be read.
+pub fn read(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// How often TCP entered memory pressure since boot (`TCPMemoryPressures`).
+pub fn memory_pressures() -> u64 {
+    tcp_ext(&read("/proc/net/netstat"), "TCPMemoryPressures").unwrap_or(0)
+}
+
+/// `tcp_mem`'s three thresholds, in pages: below the first TCP does not regulate; above the
+/// second it is under pressure (buffers are moderated); above the third a socket gets no more
+/// than its minimum (tcp(7)).
+pub fn tcp_mem_limits() -> Option<[u64; 3]> {
+    let v: Vec<u64> = read("/proc/sys/net/ipv4/tcp_mem")
+        .split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    v.try_into().ok()
+}
+
+/// Seconds all CPUs spent in softirq since boot (/proc/stat, the `cpu` line's seventh field, in
+/// USER_HZ ticks). On loopback the receiving half of TCP runs there, mostly in the context of
+/// the process that sent (this kernel samples it per tick and charges the tick to that process
+/// too: CONFIG_IRQ_TIME_ACCOUNTING is off), so it is a share of the sides' CPU, not an addition.
+pub fn softirq_seconds(stat: &str) -> Option<f64> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: f64 = line.split_whitespace().nth(7)?.parse().ok()?;
+    Some(ticks / ticks_per_second())
 }
 
 #[cfg(test)]
@@ -335,5 +391,25 @@ VmFlags: rd wr mr mw me ac sd
         // This test's own threads: the main one at least, by name.
         let me = thread_cpu(std::process::id() as i32);
         assert!(!me.is_empty() && me.iter().all(|(n, s)| !n.is_empty() && *s >= 0.0));
+    }
+
+    #[test]
+    fn reads_the_kernels_tcp_memory() {
+        let sockstat = "sockets: used 11\nTCP: inuse 3 orphan 0 tw 918 alloc 3 mem 262\n\
+                        UDP: inuse 0 mem 7\n";
+        assert_eq!(tcp_mem_pages(sockstat), Some(262));
+        assert_eq!(tcp_mem_pages("sockets: used 1\n"), None);
+        let netstat = "TcpExt: SyncookiesSent TCPMemoryPressures TCPMemoryPressuresChrono\n\
+                       TcpExt: 0 17 4\nIpExt: InNoRoutes\nIpExt: 0\n";
+        assert_eq!(tcp_ext(netstat, "TCPMemoryPressures"), Some(17));
+        assert_eq!(tcp_ext(netstat, "TCPMemoryPressuresChrono"), Some(4));
+        assert_eq!(tcp_ext(netstat, "InNoRoutes"), None);
+        // This machine's own files parse (the run depends on them).
+        assert!(tcp_mem_pages(&read("/proc/net/sockstat")).is_some());
+        assert!(tcp_ext(&read("/proc/net/netstat"), "TCPMemoryPressures").is_some());
+        assert!(tcp_mem_limits().is_some_and(|[a, b, c]| a <= b && b <= c));
+        let stat = "cpu  10 0 20 30 0 0 250 0 0 0\ncpu0 5 0 10 15 0 0 125 0 0 0\n";
+        assert_eq!(softirq_seconds(stat), Some(250.0 / ticks_per_second()));
+        assert!(softirq_seconds(&read("/proc/stat")).is_some());
     }
 }
